@@ -1,0 +1,141 @@
+"""Request and response bodies. Names here are a contract with LocalClip-Editor and other tools."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+
+from app.languages import UnknownLanguage, resolve_language
+
+NonBlank = Annotated[str, StringConstraints(strip_whitespace=False, min_length=1)]
+Glossary = dict[str, str] | dict[str, dict[str, str]]
+
+
+class Task(BaseModel):
+    """One subtitle line to re-translate (the upstream script's task, plus optional help)."""
+
+    # The upstream config carries fields we do not use; they must not break a request.
+    model_config = ConfigDict(extra="ignore")
+
+    task_id: NonBlank = Field(description="The caller's id, returned unchanged (e.g. retrans-3).")
+    source: NonBlank = Field(description="The Chinese source line.")
+    target_language: NonBlank = Field(
+        description="ko ja en fr de es id, a Chinese name (韩语, 日文, ...) or an English name."
+    )
+    max_length: int | None = Field(
+        None,
+        description="Length budget in the language's unit (Hangul letters, kana+kanji, words). "
+        "Below 1 counts as 1. Unset: derived from the editor's own ratio rule.",
+    )
+    context: list[str] | None = Field(
+        None, description="Neighbouring subtitle lines given to the model as context (never translated)."
+    )
+
+    @field_validator("source")
+    @classmethod
+    def _source_not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("source is blank: send the Chinese line to translate")
+        return value
+
+    @field_validator("target_language")
+    @classmethod
+    def _known_language(cls, value: str) -> str:
+        try:
+            resolve_language(value)
+        except UnknownLanguage as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+
+class RetranslateRequest(BaseModel):
+    """The upstream config file's shape, unchanged, plus our own optional fields."""
+
+    model_config = ConfigDict(
+        extra="ignore",
+        json_schema_extra={
+            "examples": [
+                {
+                    "tasks": [
+                        {"task_id": "retrans-3", "source": "是个小包工头", "target_language": "韩语"},
+                        {"task_id": "retrans-4", "source": "大哥", "target_language": "ko"},
+                    ]
+                }
+            ]
+        },
+    )
+
+    tasks: list[Task] = Field(description="The lines to re-translate; results come back in this order.")
+    model: str | None = Field(None, description="Model to use; unset: the service's default.")
+    deadline_s: float | None = Field(
+        None, gt=0, description="Bound on the whole request; unfinished items then fail with a reason."
+    )
+    unload_after: bool = Field(
+        False,
+        description="Unload the model when the request is done, freeing GPU memory for voice cloning.",
+    )
+    glossary: Glossary | None = Field(
+        None,
+        description='{source_term: target_term}, or per language {"ko": {source_term: target_term}}. '
+        "Only terms found in a line's source go into its prompt.",
+    )
+
+    @model_validator(mode="after")
+    def _unique_task_ids(self) -> RetranslateRequest:
+        seen: set[str] = set()
+        duplicates: list[str] = []
+        for task in self.tasks:
+            if task.task_id in seen and task.task_id not in duplicates:
+                duplicates.append(task.task_id)
+            seen.add(task.task_id)
+        if duplicates:
+            raise ValueError(f"duplicate task_id values: {', '.join(duplicates[:20])}; every task needs its own id")
+        return self
+
+
+class ItemResult(BaseModel):
+    task_id: str
+    source: str
+    translation: str | None = Field(description="Null whenever success is false: never the source.")
+    success: bool
+    elapsed: float = Field(description="Seconds from the item's start to its end.")
+    error: str | None
+    attempts: int = Field(description="Backend calls made for this item (retries and re-asks included).")
+    length: int | None = Field(None, description="The translation's length in length_unit.")
+    length_unit: str | None = None
+    length_budget: int | None = None
+    within_budget: bool | None = None
+    warnings: list[str] = Field(default_factory=list)
+    cached: bool = False
+
+
+class Summary(BaseModel):
+    total: int
+    succeeded: int
+    failed: int
+    elapsed: float
+    avg_per_task: float
+
+
+class RetranslateResponse(BaseModel):
+    model: str = Field(description="The model that answered.")
+    backend: str = Field(description="ollama, openai or embedded.")
+    results: list[ItemResult]
+    summary: Summary
+
+
+class LanguageInfo(BaseModel):
+    code: str
+    name: str
+    length_unit: str
+    editor_ratio: float
+    accepted_names: list[str]
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ready", "degraded"]
+    backend: dict[str, Any]
+    model: dict[str, Any]
+    max_concurrency: int
+    problem: str | None = None

@@ -1,0 +1,186 @@
+"""Every setting of the service, in one place.
+
+Defaults live here and nowhere else: `.env.example` and the README's settings table are generated from
+this class (`python -m app.settings --env-example` / `--markdown`) and a test keeps them in sync.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# `.env` and relative paths resolve against the project directory, never the caller's working
+# directory: LocalClip-Editor runs our CLI from its own folder.
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+
+BackendName = Literal["auto", "ollama", "openai", "embedded"]
+
+
+class Settings(BaseSettings):
+    """Service settings, read from `RETRANSLATE_*` environment variables or `.env`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RETRANSLATE_",
+        env_file=PROJECT_DIR / ".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        validate_default=True,
+    )
+
+    # --- backend -------------------------------------------------------------------------------
+    backend: BackendName = Field(
+        "auto",
+        description="Which engine answers: auto (Ollama if reachable or startable, else embedded only "
+        "with RETRANSLATE_EMBEDDED_MODEL_PATH), ollama, openai (any /v1 server) or embedded "
+        "(a llama-server the service spawns).",
+    )
+    ollama_url: str = Field(
+        "http://127.0.0.1:11434",
+        description="Ollama base URL (its native API: /api/chat, /api/tags, ...).",
+    )
+    model: str = Field("qwen3:4b", description="Default model; a request may name another.")
+    autostart_ollama: bool = Field(
+        True,
+        description="Start `ollama serve` when Ollama does not answer and the binary is on PATH.",
+    )
+    ollama_binary: str = Field("ollama", description="Name or path of the Ollama executable.")
+    ollama_start_timeout_s: float = Field(
+        30.0, gt=0, description="How long a spawned `ollama serve` may take to answer."
+    )
+    pull_missing_model: bool = Field(
+        False, description="Pull the default model at startup when Ollama does not have it."
+    )
+    keep_alive: str | None = Field(
+        None,
+        description="How long Ollama keeps the model loaded after a call (e.g. 5m, 0, -1). "
+        "Unset: Ollama's own default.",
+    )
+    openai_base_url: str | None = Field(
+        None, description="The /v1 URL of an OpenAI-compatible server (backend=openai)."
+    )
+    openai_api_key: str | None = Field(None, description="API key for the OpenAI-compatible server, if it needs one.")
+    embedded_model_path: Path | None = Field(
+        None,
+        description="A GGUF file for the embedded llama-server. Unset: the packaged demo model "
+        "(only with backend=embedded; its translations are poor).",
+    )
+    embedded_ctx_per_slot: int = Field(
+        2048, ge=256, description="Context tokens per llama-server slot (prompt + answer)."
+    )
+    embedded_start_timeout_s: float = Field(
+        120.0, gt=0, description="How long the embedded llama-server may take to load its model."
+    )
+    embedded_max_restarts: int = Field(5, ge=0, description="How often a crashed embedded llama-server is restarted.")
+
+    # --- fan-out and time bounds --------------------------------------------------------------
+    max_concurrency: int = Field(
+        4,
+        ge=1,
+        le=512,
+        description="Backend requests in flight for the whole service (one shared bound).",
+    )
+    request_timeout_s: float = Field(60.0, gt=0, description="Bound on one backend call.")
+    item_timeout_s: float = Field(
+        180.0,
+        gt=0,
+        description="Bound on one item from its first backend call to its end, retries included.",
+    )
+    max_retries: int = Field(2, ge=0, le=10, description="Retries per item on transient failures.")
+    retry_backoff_s: float = Field(0.5, ge=0, description="First retry backoff; doubles per retry, with jitter.")
+    retry_backoff_max_s: float = Field(8.0, ge=0, description="Upper bound on one backoff.")
+    breaker_failures: int = Field(
+        3,
+        ge=1,
+        description="Consecutive backend timeouts/connection failures after which the rest of a batch fails fast.",
+    )
+    readiness_ttl_s: float = Field(2.0, ge=0, description="How long a backend readiness check is reused.")
+
+    # --- generation ------------------------------------------------------------------------------
+    max_output_tokens: int = Field(
+        128, ge=8, description="Cap on generated tokens per call (one subtitle line, as JSON)."
+    )
+    thinking_tokens: int = Field(
+        1024,
+        ge=0,
+        description="Extra token allowance, only for a model whose capabilities include thinking.",
+    )
+    temperature: float = Field(0.3, ge=0, le=2, description="Sampling temperature.")
+    max_reasks: int = Field(
+        2,
+        ge=0,
+        le=5,
+        description="Follow-up asks when an answer misses its length budget or target script.",
+    )
+
+    # --- HTTP server ---------------------------------------------------------------------------------
+    host: str = Field("127.0.0.1", description="Address the service binds.")
+    port: int = Field(8642, ge=1, le=65535, description="Port the service binds.")
+    log_level: str = Field("INFO", description="Log level (DEBUG, INFO, WARNING, ...).")
+
+    @field_validator("ollama_url", "openai_base_url")
+    @classmethod
+    def _strip_slash(cls, value: str | None) -> str | None:
+        return value.rstrip("/") if value else value
+
+    @field_validator("embedded_model_path")
+    @classmethod
+    def _resolve_path(cls, value: Path | None) -> Path | None:
+        if value is None or str(value) == "":
+            return None
+        return value if value.is_absolute() else (PROJECT_DIR / value)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
+
+
+def _fields() -> list[tuple[str, str, str]]:
+    """(ENV NAME, default as text, description) for every setting."""
+    rows = []
+    for name, field in Settings.model_fields.items():
+        default = field.default
+        text = "" if default is None else str(default).lower() if isinstance(default, bool) else str(default)
+        rows.append((f"RETRANSLATE_{name.upper()}", text, field.description or ""))
+    return rows
+
+
+def env_example() -> str:
+    lines = [
+        "# Settings of the retranslate service (generated by `python -m app.settings --env-example`).",
+        "# Every line shows the default; uncomment and change what you need, in .env or the environment.",
+        "",
+    ]
+    for env, default, description in _fields():
+        lines.append(f"# {description}")
+        lines.append(f"# {env}={default}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def markdown_table() -> str:
+    lines = ["| setting | default | meaning |", "|---|---|---|"]
+    for env, default, description in _fields():
+        shown = f"`{default}`" if default else "unset"
+        lines.append(f"| `{env}` | {shown} | {description.replace('|', '/')} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--env-example", action="store_true", help="print .env.example")
+    group.add_argument("--markdown", action="store_true", help="print the README settings table")
+    args = parser.parse_args(argv)
+    sys.stdout.write(env_example() if args.env_example else markdown_table() + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

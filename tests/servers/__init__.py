@@ -1,0 +1,1 @@
+"""Test servers: stand-ins for external processes the service talks to (Ollama)."""

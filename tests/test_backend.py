@@ -1,0 +1,165 @@
+"""Backend lifecycle over real processes and ports: Ollama down then up, autostart, pull, diagnosis."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+from tests.conftest import make_settings
+from tests.servers.fake_ollama import FakeOllama
+from tests.servers.fake_ollama_cli import write_fake_ollama_executable
+from tests.servers.service import ServiceServer, free_port
+
+ONE_TASK = {"tasks": [{"task_id": "t", "source": "大哥", "target_language": "ko"}]}
+
+
+def wait_for(predicate, timeout_s: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_ollama_down_then_started_needs_no_restart() -> None:
+    port = free_port()
+    settings = make_settings(ollama_url=f"http://127.0.0.1:{port}")
+    with ServiceServer(settings) as service, service.client() as client:
+        health = client.get("/health")
+        assert health.status_code == 200
+        assert health.json()["status"] == "degraded"
+        assert client.get("/ready").status_code == 503
+        assert client.get("/docs").status_code == 200
+        down = client.post("/retranslate", json=ONE_TASK)
+        assert down.status_code == 503
+        detail = down.json()["detail"]
+        assert "ollama serve" in detail
+        assert "RETRANSLATE_OLLAMA_URL" in detail
+        assert str(port) in detail
+        with FakeOllama(port=port).start():
+            up = client.post("/retranslate", json=ONE_TASK)
+            assert up.status_code == 200, up.text
+            assert up.json()["results"][0]["success"] is True
+            assert client.get("/health").json()["status"] == "ready"
+
+
+def test_autostart_spawns_ollama_with_our_parallelism_and_stops_only_it(tmp_path: Path, fake: FakeOllama) -> None:
+    binary = write_fake_ollama_executable(tmp_path)
+    port = free_port()
+    settings = make_settings(
+        ollama_url=f"http://127.0.0.1:{port}", autostart_ollama=True, ollama_binary=str(binary), max_concurrency=3
+    )
+    service = ServiceServer(settings).start()
+    try:
+        with service.client() as client:
+            health = client.get("/health").json()
+            assert health["status"] == "ready", health
+            ollama = health["backend"]["ollama"]
+            assert ollama["started_by_service"] is True
+            pid = ollama["pid"]
+            assert psutil.pid_exists(pid)
+            env = client.get(f"http://127.0.0.1:{port}/_fake/stats").json()["env"]
+            assert env["OLLAMA_NUM_PARALLEL"] == "3"
+            assert env["OLLAMA_HOST"] == f"127.0.0.1:{port}"
+            assert client.post("/retranslate", json=ONE_TASK).json()["results"][0]["success"] is True
+    finally:
+        service.stop()
+    assert wait_for(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
+    # The Ollama we did not start (the session's fake) is untouched.
+    assert fake.stats() is not None
+    import httpx
+
+    assert httpx.get(f"{fake.url}/api/version", timeout=5).status_code == 200
+
+
+def test_autostart_off_or_binary_missing_says_why(tmp_path: Path) -> None:
+    port = free_port()
+    settings = make_settings(
+        ollama_url=f"http://127.0.0.1:{port}", autostart_ollama=True, ollama_binary=str(tmp_path / "no-ollama-here")
+    )
+    with ServiceServer(settings) as service, service.client() as client:
+        detail = client.post("/retranslate", json=ONE_TASK).json()["detail"]
+    assert "not on PATH" in detail
+
+
+def test_a_running_ollama_on_another_port_is_diagnosed(tmp_path: Path) -> None:
+    binary = write_fake_ollama_executable(tmp_path)
+    elsewhere, configured = free_port(), free_port()
+    env = {**os.environ, "OLLAMA_HOST": f"127.0.0.1:{elsewhere}"}
+    proc = subprocess.Popen([str(binary), "serve"], env=env, stderr=subprocess.DEVNULL)
+    try:
+        import httpx
+
+        assert wait_for(lambda: _answers(httpx, elsewhere))
+        with (
+            ServiceServer(make_settings(ollama_url=f"http://127.0.0.1:{configured}")) as service,
+            service.client() as client,
+        ):
+            detail = client.post("/retranslate", json=ONE_TASK).json()["detail"]
+        assert f"pid {proc.pid}" in detail
+        assert "host/port" in detail
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def _answers(httpx, port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/api/version", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def test_missing_default_model_keeps_the_service_up_with_a_pull_hint(fake_clean: FakeOllama) -> None:
+    with (
+        ServiceServer(make_settings(ollama_url=fake_clean.url, model="gemma9:1b")) as service,
+        service.client() as client,
+    ):
+        health = client.get("/health").json()
+        assert health["status"] == "degraded"
+        assert "ollama pull gemma9:1b" in health["problem"]
+        response = client.post("/retranslate", json=ONE_TASK)
+        assert response.status_code == 503
+        assert "ollama pull gemma9:1b" in response.json()["detail"]
+
+
+def test_pull_missing_model_pulls_it_at_startup(fake_clean: FakeOllama) -> None:
+    settings = make_settings(ollama_url=fake_clean.url, model="gemma9:1b", pull_missing_model=True)
+    with ServiceServer(settings) as service, service.client() as client:
+        assert client.get("/health").json()["status"] == "ready"
+        assert client.post("/retranslate", json=ONE_TASK).json()["model"] == "gemma9:1b"
+    assert any(r["path"] == "/api/pull" for r in fake_clean.stats()["requests"])
+
+
+def test_service_runs_as_python_dash_m_app(tmp_path: Path, fake: FakeOllama) -> None:
+    """The README's entry point: settings from the environment, a real process."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "RETRANSLATE_PORT": str(port),
+        "RETRANSLATE_OLLAMA_URL": fake.url,
+        "RETRANSLATE_AUTOSTART_OLLAMA": "false",
+    }
+    proc = subprocess.Popen([sys.executable, "-m", "app"], env=env, cwd=tmp_path, stderr=subprocess.PIPE)
+    try:
+        import httpx
+
+        def up() -> bool:
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        assert wait_for(up, 30)
+        response = httpx.post(f"http://127.0.0.1:{port}/retranslate", json=ONE_TASK, timeout=30)
+        assert response.json()["results"][0]["success"] is True
+    finally:
+        proc.terminate()
+        # uvicorn shuts down gracefully, then re-raises the SIGTERM it caught.
+        assert proc.wait(15) in (0, -15)
