@@ -742,8 +742,9 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             if mode == "hang":
                 return self._hang()
-            if not self._sleep_watching(float(fake._config_value("latency_s") or 0)):
-                return self._drop(abandoned=True)
+            waited = self._wait_watching(float(fake._config_value("latency_s") or 0))
+            if waited != "ok":
+                return self._drop(abandoned=waited == "gone")
             if mode == "http_500":
                 return self._error(500, str((rule or {}).get("message") or RUNNER_ERROR), openai)
             if mode == "malformed":
@@ -780,70 +781,57 @@ class _Handler(BaseHTTPRequestHandler):
         if abandoned and self._rec is not None:
             self.server.fake._abandon(self._rec)
 
-    def _client_gone(self) -> bool:
-        """Has the client closed its end?  Peeks without consuming anything.
-
-        MSG_DONTWAIT avoids select()'s FD_SETSIZE limit (load tests can push
-        descriptors past 1024); select is the fallback where it is missing.
-        """
-        sock = self.connection
-        try:
-            if _DONTWAIT:
-                return bool(sock.recv(1, socket.MSG_PEEK | _DONTWAIT) == b"")
-            readable, _, _ = select.select([sock], [], [], 0)
-            return bool(readable) and bool(sock.recv(1, socket.MSG_PEEK) == b"")
-        except (BlockingIOError, InterruptedError):
-            return False
-        except (OSError, ValueError):
-            return True
-
     def _acquire_slot(self) -> str:
-        """Wait FIFO for one of ``parallel`` slots: "ok", "busy", "gone" or "stopping"."""
+        """Wait (FIFO) for one of ``parallel`` slots: "ok", "busy", "gone" or "stopping".
+
+        A queued request sleeps on its own event, set when a slot is handed
+        to it, when its client disconnects (seen by the monitor thread), or on
+        stop(): no polling threads, no thundering herd with 200+ waiters.
+        """
         fake = self.server.fake
-        ticket = object()
-        with fake._cond:
+        with fake._lock:
             if fake._running < fake._parallel() and not fake._queue:
                 fake._take_slot()
                 return "ok"
             if len(fake._queue) >= int(fake._config["max_queue"]):
                 return "busy"
-            fake._queue.append(ticket)
+            watch = fake._watch(self.connection)
+            fake._queue.append(watch)
             fake._max_waiting = max(fake._max_waiting, len(fake._queue))
-        while True:
-            with fake._cond:
-                if fake._queue and fake._queue[0] is ticket and fake._running < fake._parallel():
-                    fake._queue.popleft()
-                    fake._take_slot()
-                    fake._cond.notify_all()  # the next in line may fit too
-                    return "ok"
-                fake._cond.wait(0.01)
-            outcome = "stopping" if fake._stopping.is_set() else "gone" if self._client_gone() else ""
-            if outcome:
-                with fake._cond:
-                    fake._queue.remove(ticket)
-                    fake._cond.notify_all()
-                return outcome
+        try:
+            while True:
+                watch.event.wait()
+                with fake._lock:
+                    outcome = "gone" if watch.gone else "stopping" if fake._stopping.is_set() else "ok"
+                    if watch.granted:
+                        if outcome != "ok":
+                            fake._release_slot()  # handed a slot just as the client left
+                        return outcome
+                    if outcome != "ok":
+                        fake._queue.remove(watch)
+                        return outcome
+                    watch.event.clear()
+        finally:
+            fake._unwatch(watch)
 
-    def _sleep_watching(self, seconds: float) -> bool:
-        """Spend ``seconds`` (holding the slot); False if the client left meanwhile."""
-        deadline = time.monotonic() + seconds
-        stopping = self.server.fake._stopping
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return True
-            if stopping.wait(min(0.01, left)) or self._client_gone():
-                return False
+    def _wait_watching(self, seconds: float) -> str:
+        """Spend ``seconds`` while watching the client: "ok", "gone" or "stopping"."""
+        fake = self.server.fake
+        if seconds <= 0:
+            return "ok"
+        watch = fake._watch(self.connection)
+        try:
+            if not watch.event.wait(seconds):
+                return "ok"
+            return "gone" if watch.gone else "stopping"
+        finally:
+            fake._unwatch(watch)
 
     def _hang(self) -> None:
         """Accept and never answer, until the client leaves, ``hang_s`` passes, or stop()."""
-        fake = self.server.fake
-        deadline = time.monotonic() + float(fake._config_value("hang_s") or 0)
-        while time.monotonic() < deadline and not fake._stopping.is_set():
-            if self._client_gone():
-                return self._drop(abandoned=True)
-            fake._stopping.wait(0.01)
-        self._drop(abandoned=False)  # the server then closes the socket: EOF, no reply
+        outcome = self._wait_watching(float(self.server.fake._config_value("hang_s") or 0))
+        # the server then closes the socket: the client sees EOF and no reply
+        self._drop(abandoned=outcome == "gone")
 
     def _reset_connection(self) -> None:
         """Start a reply, then drop the connection with a TCP RST mid-body."""
@@ -970,6 +958,70 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 _DONTWAIT: int = getattr(socket, "MSG_DONTWAIT", 0)
+_POLL_MASK: int = (
+    getattr(select, "POLLIN", 0)
+    | getattr(select, "POLLPRI", 0)
+    | getattr(select, "POLLHUP", 0)
+    | getattr(select, "POLLERR", 0)
+    | getattr(select, "POLLRDHUP", 0)
+)
+
+
+class _Watch:
+    """A request waiting on something, to be woken early if its client leaves.
+
+    ``event`` is set when a slot is handed over (``granted``), when the
+    monitor sees the client's end closed (``gone``), or on stop().
+    """
+
+    __slots__ = ("event", "gone", "granted", "sock")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.event = threading.Event()
+        self.gone = False
+        self.granted = False
+
+
+def _peer_closed(sock: socket.socket) -> bool:
+    """Peek (MSG_PEEK, consumes nothing): b"" or an error means the client closed."""
+    try:
+        return sock.recv(1, socket.MSG_PEEK | _DONTWAIT) == b""
+    except (BlockingIOError, InterruptedError):
+        return False
+    except (OSError, ValueError):
+        return True
+
+
+def _closed_clients(watches: list[_Watch]) -> list[_Watch]:
+    """The watches whose client has gone: one poll() over all of them, then peeks.
+
+    poll() has no FD_SETSIZE limit (load tests push descriptors past 1024);
+    select() in chunks is the fallback where poll is missing (Windows).
+    """
+    by_fd: dict[int, _Watch] = {}
+    closed: list[_Watch] = []
+    for watch in watches:
+        try:
+            fd = watch.sock.fileno()
+        except OSError:
+            fd = -1
+        if fd < 0:
+            closed.append(watch)
+        else:
+            by_fd[fd] = watch
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        for fd in by_fd:
+            poller.register(fd, _POLL_MASK)
+        ready = [fd for fd, _ in poller.poll(0)]
+    else:
+        fds = list(by_fd)
+        ready = []
+        for i in range(0, len(fds), 500):
+            ready += select.select(fds[i : i + 500], [], [], 0)[0]
+    closed += [by_fd[fd] for fd in ready if _peer_closed(by_fd[fd].sock)]
+    return closed
 
 
 def _pieces(text: str, size: int = 8) -> list[str]:
@@ -1035,7 +1087,6 @@ class FakeOllama:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, **config: Any) -> None:
         self._lock = threading.RLock()
-        self._cond = threading.Condition(self._lock)
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._connections: set[socket.socket] = set()
@@ -1046,7 +1097,9 @@ class FakeOllama:
         self._config: dict[str, Any] = default_config()
         self._defaults = copy.deepcopy(self._config)
         self._running = 0
-        self._queue: deque[object] = deque()
+        self._queue: deque[_Watch] = deque()
+        self._watches: set[_Watch] = set()
+        self._monitor: threading.Thread | None = None
         self._inflight = 0
         self._max_waiting = 0
         self._clear_state()
@@ -1056,6 +1109,9 @@ class FakeOllama:
     # ----------------------------------------------------------- lifecycle
 
     def start(self) -> FakeOllama:
+        if self._monitor is None:
+            self._monitor = threading.Thread(target=self._watch_clients, name="fake-ollama-monitor", daemon=True)
+            self._monitor.start()
         if self._thread is None:
             self._thread = threading.Thread(
                 target=self._server.serve_forever,
@@ -1069,8 +1125,9 @@ class FakeOllama:
     def stop(self) -> None:
         """Stop promptly: wake waiting/hanging requests and close open connections."""
         self._stopping.set()
-        with self._cond:
-            self._cond.notify_all()
+        with self._lock:
+            for watch in self._watches:
+                watch.event.set()
         if self._thread is not None:
             self._server.shutdown()
             self._thread.join(timeout=5)
@@ -1120,10 +1177,10 @@ class FakeOllama:
         failures = kw.get("failures")
         if failures is not None:
             kw["failures"] = [self._normalize_failure(rule) for rule in failures]
-        with self._cond:
+        with self._lock:
             for key, value in kw.items():
                 self._config[key] = copy.deepcopy(value)
-            self._cond.notify_all()  # "parallel" may have grown
+            self._grant()  # "parallel" may have grown
 
     @staticmethod
     def _normalize_failure(rule: Any) -> dict[str, Any]:
@@ -1135,12 +1192,12 @@ class FakeOllama:
 
     def reset(self, config: bool = False) -> None:
         """Clear stats, ask counts, failure rules and loaded models (and config if asked)."""
-        with self._cond:
+        with self._lock:
             self._clear_state()
             self._config["failures"] = []
             if config:
                 self._config = copy.deepcopy(self._defaults)
-            self._cond.notify_all()
+            self._grant()
 
     def _clear_state(self) -> None:
         with self._lock:
@@ -1254,7 +1311,7 @@ class FakeOllama:
             self._inflight += delta
             self._max_inflight = max(self._max_inflight, self._inflight)
 
-    # ----------------------------------------------------------- slots (hold self._cond)
+    # ----------------------------------------------------------- slots
 
     def _parallel(self) -> int:
         return max(1, int(self._config["parallel"]))
@@ -1264,9 +1321,44 @@ class FakeOllama:
         self._max_running = max(self._max_running, self._running)
 
     def _release_slot(self) -> None:
-        with self._cond:
+        with self._lock:
             self._running -= 1
-            self._cond.notify_all()
+            self._grant()
+
+    def _grant(self) -> None:
+        """Hand free slots to the head of the queue (FIFO, like Ollama's pending queue)."""
+        with self._lock:
+            while self._queue and self._running < self._parallel():
+                watch = self._queue.popleft()
+                self._take_slot()
+                watch.granted = True
+                watch.event.set()
+
+    # ----------------------------------------------------------- client watching
+
+    def _watch(self, sock: socket.socket) -> _Watch:
+        watch = _Watch(sock)
+        with self._lock:
+            self._watches.add(watch)
+            if self._stopping.is_set():
+                watch.event.set()
+        return watch
+
+    def _unwatch(self, watch: _Watch) -> None:
+        with self._lock:
+            self._watches.discard(watch)
+
+    def _watch_clients(self) -> None:
+        """Monitor thread: every ~10 ms, wake the waiters whose client disconnected."""
+        while not self._stopping.wait(0.01):
+            with self._lock:
+                watches = [w for w in self._watches if not w.gone]
+            if not watches:
+                continue
+            for watch in _closed_clients(watches):
+                with self._lock:
+                    watch.gone = True
+                    watch.event.set()
 
     # ----------------------------------------------------------- models
 
