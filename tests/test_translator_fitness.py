@@ -192,8 +192,15 @@ def test_injection_looking_source_is_translated_as_data(service: ServiceServer, 
 
 
 def test_reask_cost_when_a_third_of_first_answers_miss(service: ServiceServer, fake_clean: FakeOllama) -> None:
-    tasks = [{"task_id": f"t{i}", "source": f"{'长' if i % 3 == 0 else '短'}句子第{i}号", "target_language": "ko", "max_length": 6}
-             for i in range(30)]  # fmt: skip
+    tasks = [
+        {
+            "task_id": f"t{i}",
+            "source": f"{'长' if i % 3 == 0 else '短'}句子第{i}号",
+            "target_language": "ko",
+            "max_length": 6,
+        }
+        for i in range(30)
+    ]
     fake_clean.configure(styles_by_source={"长": "long_then_short"})
     body = post(service, {"tasks": tasks})
     assert body["summary"]["succeeded"] == 30
