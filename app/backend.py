@@ -357,6 +357,16 @@ class Supervisor:
         return ModelInfo(name, name, "thinking" in self._capabilities[name], "ollama")
 
     @property
+    def kind(self) -> str | None:
+        """The backend in use: "ollama", "openai", "embedded", or None when none is ready."""
+        return self._state.kind
+
+    @property
+    def demo(self) -> bool:
+        """Whether the packaged demo model answers (its output must never reach a dub)."""
+        return self._state.kind == "embedded" and self.embedded is not None and self.embedded.demo
+
+    @property
     def chat(self) -> ChatClient:
         assert self._chat is not None, "ensure_ready() first"
         return self._chat

@@ -62,6 +62,12 @@ async def languages() -> list[LanguageInfo]:
     ]
 
 
-@router.get("/models", summary="Models the backend has, and the default")
+@router.get("/models", summary="Models the backend has, the default, and whether it is the demo model")
 async def models(supervisor: SupervisorDep) -> dict[str, Any]:
-    return {"default": supervisor.settings.model, "models": await supervisor.available_models()}
+    available = await supervisor.available_models()
+    return {
+        "default": supervisor.settings.model,
+        "models": available,
+        "backend": supervisor.kind or "none",
+        "demo_model": supervisor.demo,
+    }

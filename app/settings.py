@@ -118,6 +118,14 @@ class Settings(BaseSettings):
         description="Follow-up asks when an answer misses its length budget or target script.",
     )
 
+    # --- the CLI drop-in (LocalClip-Editor kills the old script's run after 600 s) -------------------
+    cli_deadline_s: float = Field(
+        480.0,
+        gt=0,
+        description="Overall deadline of one CLI run (python -m app.cli); unfinished items then count as "
+        "failed and the list is still printed, well before the editor's 600 s kill.",
+    )
+
     # --- HTTP server ---------------------------------------------------------------------------------
     host: str = Field("127.0.0.1", description="Address the service binds.")
     port: int = Field(8642, ge=1, le=65535, description="Port the service binds.")
