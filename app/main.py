@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app.backend import Supervisor
+from app.cache import ResultCache
 from app.errors import register_exception_handlers
 from app.routes import router
 from app.settings import Settings, get_settings
@@ -30,13 +31,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         supervisor = Supervisor(settings)
+        cache = ResultCache(settings.cache_size, settings.cache_path)
         app.state.supervisor = supervisor
-        app.state.translator = Translator(settings, supervisor)
+        app.state.translator = Translator(settings, supervisor, cache)
         try:
+            await cache.open()
             await supervisor.start()
             yield
         finally:
             await supervisor.close()
+            cache.close()
 
     app = FastAPI(
         title="retranslate",

@@ -2,14 +2,30 @@
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import json
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any, TypeVar
 
-from fastapi import APIRouter
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from app.deps import SupervisorDep, TranslatorDep
+from app.errors import TranslationFailed
 from app.languages import LANGUAGES, language_aliases
-from app.schemas import HealthResponse, LanguageInfo, RetranslateRequest, RetranslateResponse
+from app.schemas import (
+    HealthResponse,
+    ItemResult,
+    LanguageInfo,
+    RetranslateRequest,
+    RetranslateResponse,
+    Task,
+    TranslateTextRequest,
+    TranslateTextResponse,
+)
+from app.translator import ResultCallback
+
+T = TypeVar("T")
 
 router = APIRouter()
 
@@ -21,15 +37,128 @@ _NOT_READY: dict[int | str, dict[str, Any]] = {
 }
 
 
+class ClientGone(Exception):
+    """The HTTP client disconnected; its work was cancelled."""
+
+
+async def until_disconnect(request: Request, work: Coroutine[Any, Any, T]) -> T:
+    """Run `work`, cancelling it when the client goes away: items not yet sent are never sent, and
+    in-flight backend calls are cancelled (their connections closed)."""
+    task = asyncio.ensure_future(work)
+
+    async def watch() -> None:
+        # The body has been read; the next ASGI message is the disconnect.
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not task.done():
+            task.cancel()
+    if task.cancelled():
+        raise ClientGone
+    return task.result()
+
+
 @router.post(
     "/retranslate",
     response_model=RetranslateResponse,
     responses=_NOT_READY,
     summary="Re-translate subtitle lines shorter, in the target script",
 )
-async def retranslate(body: RetranslateRequest, translator: TranslatorDep) -> RetranslateResponse:
+async def retranslate(body: RetranslateRequest, translator: TranslatorDep, request: Request) -> Any:
     """Every task comes back, in request order. A failed item has `translation: null` and an `error`."""
-    return await translator.retranslate(body)
+    model = await translator.supervisor.ensure_ready(body.model)
+    try:
+        return await until_disconnect(request, translator.retranslate(body, model))
+    except ClientGone:
+        return Response(status_code=499)  # nobody is listening; the status is for the access log
+
+
+@router.post(
+    "/retranslate/stream",
+    responses={
+        200: {
+            "description": "NDJSON: one line per item as it finishes (the item plus `index`, `done`, "
+            '`total`), then `{"summary": ..., "model": ..., "backend": ...}`.',
+            "content": {"application/x-ndjson": {"schema": {"type": "string"}}},
+        },
+        **_NOT_READY,
+    },
+    response_class=StreamingResponse,
+    summary="Same as /retranslate, streamed: one JSON line per item as it finishes",
+)
+async def retranslate_stream(body: RetranslateRequest, translator: TranslatorDep) -> StreamingResponse:
+    # Readiness first, so an unavailable backend is a 503 rather than a 200 stream of failures.
+    model = await translator.supervisor.ensure_ready(body.model)
+    lines: asyncio.Queue[bytes | None] = asyncio.Queue()
+
+    def on_result(index: int, result: ItemResult, done: int, total: int) -> None:
+        line = {**result.model_dump(), "index": index, "done": done, "total": total}
+        lines.put_nowait(json.dumps(line, ensure_ascii=False).encode() + b"\n")
+
+    callback: ResultCallback = on_result
+
+    async def produce() -> None:
+        try:
+            response = await translator.retranslate(body, model, on_result=callback)
+            final = {"summary": response.summary.model_dump(), "model": response.model, "backend": response.backend}
+            lines.put_nowait(json.dumps(final, ensure_ascii=False).encode() + b"\n")
+        finally:
+            lines.put_nowait(None)
+
+    async def stream() -> AsyncIterator[bytes]:
+        worker = asyncio.create_task(produce())
+        try:
+            while (line := await lines.get()) is not None:
+                yield line
+            await worker
+        finally:
+            # Starlette closes this generator when the client disconnects: stop the work with it.
+            worker.cancel()
+
+    return StreamingResponse(stream(), media_type="application/x-ndjson", headers={"Cache-Control": "no-store"})
+
+
+@router.post(
+    "/api/translate-text",
+    response_model=TranslateTextResponse,
+    responses={
+        502: {"description": "The backend answered, but no usable translation came back; `detail` says why."},
+        **_NOT_READY,
+    },
+    summary="One line, for the editor's subtitle panel (never a 200 carrying the untranslated source)",
+)
+async def translate_text(body: TranslateTextRequest, translator: TranslatorDep, request: Request) -> Any:
+    task = Task(
+        task_id="translate-text", source=body.text, target_language=body.target_language, max_length=body.max_length
+    )
+    batch = RetranslateRequest(tasks=[task], model=body.model)
+    model = await translator.supervisor.ensure_ready(body.model)
+    try:
+        response = await until_disconnect(request, translator.retranslate(batch, model))
+    except ClientGone:
+        return Response(status_code=499)
+    item = response.results[0]
+    if not item.success or item.translation is None:
+        raise TranslationFailed(f"translation failed: {item.error}")
+    return TranslateTextResponse(
+        translation=item.translation,
+        elapsed=item.elapsed,
+        source=item.source,
+        model=response.model,
+        backend=response.backend,
+        attempts=item.attempts,
+        length=item.length,
+        length_unit=item.length_unit,
+        length_budget=item.length_budget,
+        within_budget=item.within_budget,
+        warnings=item.warnings,
+        cached=item.cached,
+    )
 
 
 @router.get("/health", response_model=HealthResponse, summary="Backend, model and readiness (always 200)")

@@ -4,11 +4,28 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from app.languages import UnknownLanguage, resolve_language
 
-NonBlank = Annotated[str, StringConstraints(strip_whitespace=False, min_length=1)]
+
+def _known_language(value: str) -> str:
+    try:
+        resolve_language(value)
+    except UnknownLanguage as exc:
+        raise ValueError(str(exc)) from None
+    return value
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("the text is blank: send the Chinese line to translate")
+    return value
+
+
+NonBlank = Annotated[str, StringConstraints(min_length=1)]
+SourceText = Annotated[str, StringConstraints(min_length=1), AfterValidator(_not_blank)]
+LanguageName = Annotated[str, StringConstraints(min_length=1), AfterValidator(_known_language)]
 Glossary = dict[str, str] | dict[str, dict[str, str]]
 
 
@@ -19,8 +36,8 @@ class Task(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     task_id: NonBlank = Field(description="The caller's id, returned unchanged (e.g. retrans-3).")
-    source: NonBlank = Field(description="The Chinese source line.")
-    target_language: NonBlank = Field(
+    source: SourceText = Field(description="The Chinese source line.")
+    target_language: LanguageName = Field(
         description="ko ja en fr de es id, a Chinese name (韩语, 日文, ...) or an English name."
     )
     max_length: int | None = Field(
@@ -31,22 +48,6 @@ class Task(BaseModel):
     context: list[str] | None = Field(
         None, description="Neighbouring subtitle lines given to the model as context (never translated)."
     )
-
-    @field_validator("source")
-    @classmethod
-    def _source_not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("source is blank: send the Chinese line to translate")
-        return value
-
-    @field_validator("target_language")
-    @classmethod
-    def _known_language(cls, value: str) -> str:
-        try:
-            resolve_language(value)
-        except UnknownLanguage as exc:
-            raise ValueError(str(exc)) from None
-        return value
 
 
 class RetranslateRequest(BaseModel):
@@ -74,6 +75,9 @@ class RetranslateRequest(BaseModel):
     unload_after: bool = Field(
         False,
         description="Unload the model when the request is done, freeing GPU memory for voice cloning.",
+    )
+    use_cache: bool = Field(
+        True, description="Serve identical earlier results from the cache; false forces fresh answers."
     )
     glossary: Glossary | None = Field(
         None,
@@ -139,3 +143,32 @@ class HealthResponse(BaseModel):
     model: dict[str, Any]
     max_concurrency: int
     problem: str | None = None
+
+
+class TranslateTextRequest(BaseModel):
+    """The editor frontend's single-line call (`/api/translate-text`)."""
+
+    model_config = ConfigDict(
+        extra="ignore", json_schema_extra={"examples": [{"text": "是个小包工头", "target_language": "ko"}]}
+    )
+
+    text: SourceText = Field(description="The Chinese line.")
+    target_language: LanguageName = Field(description="ko ja en fr de es id (or a Chinese/English name).")
+    model: str | None = None
+    max_length: int | None = None
+
+
+class TranslateTextResponse(BaseModel):
+    translation: str
+    success: Literal[True] = True
+    elapsed: float
+    source: str
+    model: str
+    backend: str
+    attempts: int
+    length: int | None = None
+    length_unit: str | None = None
+    length_budget: int | None = None
+    within_budget: bool | None = None
+    warnings: list[str] = Field(default_factory=list)
+    cached: bool = False

@@ -118,6 +118,14 @@ class Settings(BaseSettings):
         description="Follow-up asks when an answer misses its length budget or target script.",
     )
 
+    # --- cache ------------------------------------------------------------------------------------------
+    cache_size: int = Field(10_000, ge=0, description="Good results kept in memory (LRU); 0 turns the cache off.")
+    cache_path: Path | None = Field(
+        None,
+        description="SQLite file that keeps cached results across restarts (relative paths resolve "
+        "against the project directory). Unset: memory only.",
+    )
+
     # --- the CLI drop-in (LocalClip-Editor kills the old script's run after 600 s) -------------------
     cli_deadline_s: float = Field(
         480.0,
@@ -136,7 +144,7 @@ class Settings(BaseSettings):
     def _strip_slash(cls, value: str | None) -> str | None:
         return value.rstrip("/") if value else value
 
-    @field_validator("embedded_model_path")
+    @field_validator("embedded_model_path", "cache_path")
     @classmethod
     def _resolve_path(cls, value: Path | None) -> Path | None:
         if value is None or str(value) == "":

@@ -1,4 +1,4 @@
-"""The translator: fan-out under one shared bound, retries, re-asks, time budgets, per-item results.
+"""The translator: fan-out under one shared bound, retries, re-asks, time budgets, cache and single-flight.
 
 Every route, the stream and the CLI call `Translator.run`. Guarantees:
 - at most `max_concurrency` backend calls in flight for the whole service (one semaphore, released while
@@ -6,12 +6,16 @@ Every route, the stream and the CLI call `Translator.run`. Guarantees:
 - every task comes back, in request order, with a result; a failed item has `translation=None`;
 - time is bounded per call, per item (from its first call, retries included) and per request;
 - when the backend stops answering (several timeouts/refused connections in a row), the rest of the
-  batch fails fast with that error; the next request probes again.
+  batch fails fast with that error; the next request probes again;
+- identical items (same cache key) share one computation ("flight"), within a request and across
+  concurrent requests; a flight is cancelled only when the last item waiting on it has gone;
+- good results are cached; a cached item costs no backend call.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import time
@@ -19,10 +23,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from app.backend import ModelInfo, Supervisor
+from app.cache import CachedValue, ResultCache, cache_key
 from app.dubbing import HARD_RULES, Fitness, assess, better, length_budget
 from app.errors import BackendCallError, ThinkingExhausted, UnusableOutput
 from app.languages import Language, UnknownLanguage, resolve_language
 from app.prompt import (
+    PROMPT_VERSION,
     Message,
     UnusableAnswer,
     build_messages,
@@ -36,12 +42,13 @@ from app.settings import Settings
 
 log = logging.getLogger(__name__)
 
-ResultCallback = Callable[[int, ItemResult], None]
+# (index in the request, result, items done so far, total)
+ResultCallback = Callable[[int, ItemResult, int, int], None]
 
 
 @dataclass(frozen=True)
 class Job:
-    """One line to translate, validated and resolved."""
+    """One line to translate."""
 
     task_id: str
     source: str
@@ -52,16 +59,44 @@ class Job:
 
 @dataclass
 class _Batch:
+    """One request's shared state."""
+
     model: ModelInfo
     max_tokens: int
     deadline: float | None  # loop time
     deadline_s: float | None
     glossary: Mapping[str, object] | None
+    use_cache: bool
     total: int
     done: int = 0
     consecutive_failures: int = 0
     broken: str | None = None
     started: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class _Outcome:
+    """What a flight produced: the best answer seen, or why there is none."""
+
+    attempts: int = 0
+    best: str | None = None
+    best_fitness: Fitness | None = None
+    error: str | None = None
+
+
+@dataclass
+class _Flight:
+    task: asyncio.Task[_Outcome]
+    outcome: _Outcome
+    waiters: int = 0
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    lang: Language
+    budget: int | None
+    glossary: dict[str, str]
+    key: str
 
 
 def glossary_terms(glossary: Mapping[str, object] | None, lang: Language) -> dict[str, str] | None:
@@ -76,11 +111,14 @@ def glossary_terms(glossary: Mapping[str, object] | None, lang: Language) -> dic
 
 
 class Translator:
-    def __init__(self, settings: Settings, supervisor: Supervisor) -> None:
+    def __init__(self, settings: Settings, supervisor: Supervisor, cache: ResultCache | None = None) -> None:
         self.settings = settings
         self.supervisor = supervisor
+        self.cache = cache if cache is not None else ResultCache(0, None)
         # One bound for the whole service, not per HTTP request: two editors' batches share it.
         self._slots = asyncio.Semaphore(settings.max_concurrency)
+        self._flights: dict[str, _Flight] = {}
+        self._pending_writes: set[asyncio.Task[None]] = set()
 
     async def retranslate(
         self,
@@ -95,20 +133,18 @@ class Translator:
         jobs = [Job(t.task_id, t.source, t.target_language, t.max_length, t.context) for t in body.tasks]
         try:
             results, summary = await self.run(
-                jobs, model, deadline_s=body.deadline_s, glossary=body.glossary, on_result=on_result
+                jobs,
+                model,
+                deadline_s=body.deadline_s,
+                glossary=body.glossary,
+                use_cache=body.use_cache,
+                on_result=on_result,
             )
         finally:
             if body.unload_after:
                 # Voice cloning runs next on the same GPU: free it even when the batch failed.
                 await asyncio.shield(self.supervisor.unload(model.name))
         return RetranslateResponse(model=model.answering, backend=model.backend, results=results, summary=summary)
-
-    def _backoff(self, retry: int, retry_after: float | None) -> float:
-        if retry_after is not None:
-            return min(retry_after, self.settings.retry_backoff_max_s)
-        base = self.settings.retry_backoff_s * (2 ** (retry - 1))
-        # Full jitter: retries of many items that failed together do not return together.
-        return min(self.settings.retry_backoff_max_s, random.uniform(base / 2, base * 1.5))
 
     async def run(
         self,
@@ -117,6 +153,7 @@ class Translator:
         *,
         deadline_s: float | None = None,
         glossary: Mapping[str, object] | None = None,
+        use_cache: bool = True,
         on_result: ResultCallback | None = None,
     ) -> tuple[list[ItemResult], Summary]:
         """Translate `jobs`; results in request order, whatever happened."""
@@ -132,6 +169,7 @@ class Translator:
             deadline=None if deadline_s is None else loop.time() + deadline_s,
             deadline_s=deadline_s,
             glossary=glossary,
+            use_cache=use_cache,
             total=len(jobs),
         )
 
@@ -140,45 +178,46 @@ class Translator:
             batch.done += 1
             self._log_item(batch, result)
             if on_result is not None:
-                on_result(index, result)
+                on_result(index, result, batch.done, batch.total)
             return result
 
         results = list(await asyncio.gather(*(one(i, job) for i, job in enumerate(jobs))))
         summary = summarize(results, time.monotonic() - batch.started)
         log.info(
             "done: %d tasks, %d succeeded, %d failed, %.2f s total, %.2f s per line",
-            summary.total,
-            summary.succeeded,
-            summary.failed,
-            summary.elapsed,
-            summary.avg_per_task,
-        )
+            summary.total, summary.succeeded, summary.failed, summary.elapsed, summary.avg_per_task,
+        )  # fmt: skip
         return results, summary
 
     @staticmethod
     def _log_item(batch: _Batch, r: ItemResult) -> None:
         if not log.isEnabledFor(logging.INFO):
-            return
+            return  # cheap at high N when progress lines are off
+        k, n = batch.done, batch.total
         if r.success:
-            log.info(
-                "[%d/%d] ✓ %s: %s -> %s (%.2fs)",
-                batch.done,
-                batch.total,
-                r.task_id,
-                r.source,
-                r.translation,
-                r.elapsed,
-            )
+            log.info("[%d/%d] ✓ %s: %s -> %s (%.2fs)", k, n, r.task_id, r.source, r.translation, r.elapsed)
         else:
-            log.info(
-                "[%d/%d] ✗ %s: %s: %s (%.2fs)",
-                batch.done,
-                batch.total,
-                r.task_id,
-                r.source,
-                r.error,
-                r.elapsed,
-            )
+            log.info("[%d/%d] ✗ %s: %s: %s (%.2fs)", k, n, r.task_id, r.source, r.error, r.elapsed)
+
+    # --- one item ------------------------------------------------------------------------------------
+
+    def _prepare(self, job: Job, batch: _Batch, lang: Language) -> _Prepared:
+        budget = length_budget(job.source, lang, job.max_length)
+        terms = glossary_for(job.source, glossary_terms(batch.glossary, lang))
+        key = cache_key(
+            backend=batch.model.backend,
+            model=batch.model.answering,
+            prompt=PROMPT_VERSION,
+            source=job.source,
+            lang=lang.code,
+            budget=budget,
+            glossary=terms,
+            context=list(job.context or []),
+            temperature=self.settings.temperature,
+            max_tokens=batch.max_tokens,
+            max_reasks=self.settings.max_reasks,
+        )
+        return _Prepared(lang, budget, terms, key)
 
     async def _item(self, job: Job, batch: _Batch) -> ItemResult:
         started = time.monotonic()
@@ -186,88 +225,132 @@ class Translator:
             lang = resolve_language(job.target_language)
         except UnknownLanguage as exc:  # only the CLI lets these through: a failed item there
             return _failed(job, str(exc), started, attempts=0)
-        budget = length_budget(job.source, lang, job.max_length)
-        state = _ItemState()
-        loop = asyncio.get_running_loop()
-        item_deadline: float | None = None
+        prepared = self._prepare(job, batch, lang)
+        if batch.use_cache:
+            hit = self.cache.get(prepared.key)
+            if hit is not None:
+                return _from_cache(job, hit, started)
+        flight = self._flights.get(prepared.key)
+        if flight is None:
+            outcome = _Outcome()
+            task = asyncio.create_task(self._compute(job, prepared, batch, outcome))
+            flight = _Flight(task, outcome)
+            self._flights[prepared.key] = flight
+            task.add_done_callback(functools.partial(self._land, prepared.key, flight))
+        flight.waiters += 1
         try:
-            async with asyncio.timeout_at(batch.deadline) as scope:
+            async with asyncio.timeout_at(batch.deadline):
+                # shield: this waiter leaving (deadline, client gone) must not cancel a flight others
+                # still wait on; the `finally` below cancels it when nobody is left.
+                outcome = await asyncio.shield(flight.task)
+        except TimeoutError:
+            never = "" if flight.outcome.attempts else " (it never reached the backend)"
+            outcome = _Outcome(
+                attempts=flight.outcome.attempts,
+                best=flight.outcome.best,
+                best_fitness=flight.outcome.best_fitness,
+                error=f"the request's deadline_s of {batch.deadline_s:g} s passed before this item finished{never}",
+            )
+        finally:
+            flight.waiters -= 1
+            if flight.waiters == 0 and not flight.task.done():
+                flight.task.cancel()
+        return self._result(job, prepared.lang, outcome, started)
+
+    def _land(self, key: str, flight: _Flight, _task: object = None) -> None:
+        """A flight ended: forget it and cache a good result."""
+        if self._flights.get(key) is flight:
+            del self._flights[key]
+        if flight.task.cancelled() or flight.task.exception() is not None:
+            return
+        outcome = flight.task.result()
+        fit = outcome.best_fitness
+        if outcome.best is not None and fit is not None and fit.script_ok and fit.within_budget is not False:
+            value: CachedValue = {
+                "translation": outcome.best,
+                "length": fit.length,
+                "length_unit": fit.length_unit,
+                "length_budget": fit.length_budget,
+                "within_budget": fit.within_budget,
+                "warnings": fit.warnings,
+            }
+            task = asyncio.get_running_loop().create_task(self.cache.put(key, value))
+            self._pending_writes.add(task)
+            task.add_done_callback(self._pending_writes.discard)
+
+    async def _compute(self, job: Job, prepared: _Prepared, batch: _Batch, outcome: _Outcome) -> _Outcome:
+        """Ask, check, retry and re-ask, within the item's own time bound (from its first call)."""
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(None) as scope:
 
                 def start_clock() -> None:
-                    # The item's own clock starts at its first call: waiting for a slot behind a long
-                    # batch is not the item's fault.
-                    nonlocal item_deadline
-                    if item_deadline is None:
-                        item_deadline = loop.time() + self.settings.item_timeout_s
-                        scope.reschedule(min(item_deadline, batch.deadline or item_deadline))
+                    # The item's clock starts at its first call: waiting for a slot behind a long batch
+                    # is not the item's fault.
+                    if scope.when() is None:
+                        scope.reschedule(loop.time() + self.settings.item_timeout_s)
 
-                await self._attempts(job, lang, budget, batch, state, start_clock)
+                await self._attempts(job, prepared, batch, outcome, start_clock)
         except TimeoutError:
-            now = loop.time()
-            if (
-                batch.deadline is not None
-                and now >= batch.deadline - 1e-3
-                and (item_deadline is None or batch.deadline <= item_deadline)
-            ):
-                never = "" if state.attempts else " (it never reached the backend)"
-                state.error = (
-                    f"the request's deadline_s of {batch.deadline_s:g} s passed before this item finished{never}"
-                )
-            else:
-                state.error = (
-                    f"the item timed out after {self.settings.item_timeout_s:g} s (RETRANSLATE_ITEM_TIMEOUT_S); "
-                    f"{state.attempts} backend call(s) made"
-                )
-        return self._result(job, lang, state, started)
+            last = f"; last error: {outcome.error}" if outcome.error else ""
+            outcome.error = (
+                f"the item timed out after {self.settings.item_timeout_s:g} s (RETRANSLATE_ITEM_TIMEOUT_S); "
+                f"{outcome.attempts} backend call(s) made{last}"
+            )
+        except Exception as exc:  # a bug must cost one item, never the batch
+            log.exception("unexpected error translating %s", job.task_id)
+            outcome.error = f"internal error: {type(exc).__name__}: {exc}"
+        return outcome
 
     async def _attempts(
         self,
         job: Job,
-        lang: Language,
-        budget: int | None,
+        prepared: _Prepared,
         batch: _Batch,
-        state: _ItemState,
+        outcome: _Outcome,
         start_clock: Callable[[], None],
     ) -> None:
-        first = build_messages(
-            job.source,
-            lang,
-            budget,
-            glossary_for(job.source, glossary_terms(batch.glossary, lang)),
-            job.context,
-        )
+        lang, budget = prepared.lang, prepared.budget
+        first = build_messages(job.source, lang, budget, prepared.glossary, job.context)
         messages = first
         retries = reasks = 0
         while True:
             if batch.broken is not None:
-                state.error = _broken_error(batch.broken, state)
+                outcome.error = _broken_error(batch.broken, outcome)
                 return
             try:
-                text = await self._call(messages, batch, state, start_clock)
+                text = await self._call(messages, batch, outcome, start_clock)
             except BackendCallError as exc:
-                state.error = str(exc)
+                outcome.error = str(exc)
                 if not exc.transient or retries >= self.settings.max_retries:
                     return
                 retries += 1
                 await asyncio.sleep(self._backoff(retries, exc.retry_after))
                 continue
             fitness = assess(text, job.source, lang, budget)
-            if better(fitness, state.best_fitness):
-                state.best, state.best_fitness = text, fitness
+            if better(fitness, outcome.best_fitness):
+                outcome.best, outcome.best_fitness = text, fitness
             if fitness.acceptable or reasks >= self.settings.max_reasks:
                 return
             reasks += 1
             messages = first + reask_messages(text, fitness, lang)
 
+    def _backoff(self, retry: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(retry_after, self.settings.retry_backoff_max_s)
+        base = self.settings.retry_backoff_s * (2 ** (retry - 1))
+        # Jitter: retries of many items that failed together do not come back together.
+        return min(self.settings.retry_backoff_max_s, random.uniform(base / 2, base * 1.5))
+
     async def _call(
-        self, messages: list[Message], batch: _Batch, state: _ItemState, start_clock: Callable[[], None]
+        self, messages: list[Message], batch: _Batch, outcome: _Outcome, start_clock: Callable[[], None]
     ) -> str:
         """One backend call under the shared bound; returns the parsed translation."""
         async with self._slots:
             if batch.broken is not None:
-                raise _Broken(_broken_error(batch.broken, state))
+                raise _Broken(_broken_error(batch.broken, outcome))
             start_clock()
-            state.attempts += 1
+            outcome.attempts += 1
             try:
                 reply = await self.supervisor.chat.chat(
                     batch.model.name,
@@ -305,12 +388,17 @@ class Translator:
         except UnusableAnswer as exc:
             raise UnusableOutput(str(exc)) from None
 
-    def _result(self, job: Job, lang: Language, state: _ItemState, started: float) -> ItemResult:
+    @staticmethod
+    def _result(job: Job, lang: Language, outcome: _Outcome, started: float) -> ItemResult:
         elapsed = round(time.monotonic() - started, 3)
-        fit = state.best_fitness
-        if state.best is None or fit is None:
-            return _failed(job, state.error or "no answer", started, state.attempts)
-        fields = {
+        fit = outcome.best_fitness
+        if outcome.best is None or fit is None:
+            return _failed(job, outcome.error or "no answer", started, outcome.attempts)
+        common = {
+            "task_id": job.task_id,
+            "source": job.source,
+            "elapsed": elapsed,
+            "attempts": outcome.attempts,
             "length": fit.length,
             "length_unit": fit.length_unit,
             "length_budget": fit.length_budget,
@@ -320,44 +408,19 @@ class Translator:
         if not fit.script_ok:
             # The editor dubs every non-empty translation: an answer in the wrong script must not reach it.
             reasons = "; ".join(HARD_RULES[c] for c in fit.hard_failures)
-            return ItemResult(
-                task_id=job.task_id,
-                source=job.source,
-                translation=None,
-                success=False,
-                elapsed=elapsed,
-                error=f"no acceptable answer after {state.attempts} call(s): {reasons}",
-                attempts=state.attempts,
-                **fields,
-            )
-        return ItemResult(
-            task_id=job.task_id,
-            source=job.source,
-            translation=state.best,
-            success=True,
-            elapsed=elapsed,
-            error=None,
-            attempts=state.attempts,
-            **fields,
-        )
-
-
-@dataclass
-class _ItemState:
-    attempts: int = 0
-    best: str | None = None
-    best_fitness: Fitness | None = None
-    error: str | None = None
+            error = f"no acceptable answer after {outcome.attempts} call(s): {reasons}"
+            return ItemResult(translation=None, success=False, error=error, **common)
+        return ItemResult(translation=outcome.best, success=True, error=None, **common)
 
 
 class _Broken(BackendCallError):
     transient = False
 
 
-def _broken_error(reason: str, state: _ItemState) -> str:
-    if state.attempts == 0:
+def _broken_error(reason: str, outcome: _Outcome) -> str:
+    if outcome.attempts == 0:
         return f"not attempted: the backend stopped answering ({reason})"
-    return f"gave up: the backend stopped answering ({reason}); this item's last error: {state.error}"
+    return f"gave up: the backend stopped answering ({reason}); this item's last error: {outcome.error}"
 
 
 def _failed(job: Job, error: str, started: float, attempts: int) -> ItemResult:
@@ -369,6 +432,19 @@ def _failed(job: Job, error: str, started: float, attempts: int) -> ItemResult:
         elapsed=round(time.monotonic() - started, 3),
         error=error,
         attempts=attempts,
+    )
+
+
+def _from_cache(job: Job, hit: CachedValue, started: float) -> ItemResult:
+    return ItemResult(
+        task_id=job.task_id,
+        source=job.source,
+        success=True,
+        elapsed=round(time.monotonic() - started, 3),
+        error=None,
+        attempts=0,
+        cached=True,
+        **hit,
     )
 
 

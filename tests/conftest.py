@@ -11,8 +11,10 @@ from app.settings import Settings
 from tests.servers.fake_ollama import FakeOllama
 from tests.servers.service import ServiceServer
 
-# Fast retries: the tests check behaviour, not waiting.
-FAST = {"retry_backoff_s": 0.01, "retry_backoff_max_s": 0.05, "readiness_ttl_s": 0.0}
+# Fast retries: the tests check behaviour, not waiting. No cache by default: services are shared across
+# tests, and a test counting backend calls must not be served an earlier test's answer. The cache tests
+# turn it on.
+FAST = {"retry_backoff_s": 0.01, "retry_backoff_max_s": 0.05, "readiness_ttl_s": 0.0, "cache_size": 0}
 
 
 def make_settings(**overrides: Any) -> Settings:

@@ -116,7 +116,9 @@ def human_time_ago(stamp: str) -> str:
     if seconds >= 60:
         n = seconds // 60
         return f"{n} minute{'s' if n > 1 else ''} ago"
-    return "Less than a second ago" if seconds < 1 else f"{seconds} seconds ago"
+    if seconds < 1:
+        return "Less than a second ago"
+    return f"{seconds} second{'s' if seconds > 1 else ''} ago"
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:

@@ -1,0 +1,104 @@
+"""Per-item result cache: an in-memory LRU, optionally backed by SQLite so it survives restarts.
+
+Only good results are stored (successful and within budget): a line that came back too long must get a
+fresh try next time. The key covers everything that changes the answer (see `cache_key`). A corrupt or
+unwritable SQLite file is reported once and then ignored: the cache is an optimisation, never a reason to
+fail a request or the startup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any
+
+from cachetools import LRUCache
+
+log = logging.getLogger(__name__)
+
+CachedValue = dict[str, Any]
+
+
+def cache_key(**parts: Any) -> str:
+    """A stable digest of everything that can change an answer."""
+    blob = json.dumps(parts, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+class ResultCache:
+    def __init__(self, size: int, path: Path | None) -> None:
+        self._memory: LRUCache[str, CachedValue] = LRUCache(maxsize=max(1, size))
+        self._enabled = size > 0
+        self._path = path
+        self._db: sqlite3.Connection | None = None
+        # sqlite3 connections are used from worker threads one at a time.
+        self._db_lock = threading.Lock()
+
+    @property
+    def persistent(self) -> bool:
+        return self._db is not None
+
+    def __len__(self) -> int:
+        return len(self._memory)
+
+    async def open(self) -> None:
+        """Open the SQLite file (if configured) and warm the memory cache from it."""
+        if self._path is None or not self._enabled:
+            return
+        await asyncio.to_thread(self._open_db)
+
+    def _open_db(self) -> None:
+        assert self._path is not None
+        try:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self._path, check_same_thread=False, timeout=2.0)
+            db.execute("CREATE TABLE IF NOT EXISTS results (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            rows = db.execute(
+                "SELECT key, value FROM results ORDER BY rowid DESC LIMIT ?", (self._memory.maxsize,)
+            ).fetchall()
+            db.commit()
+        except (sqlite3.Error, OSError) as exc:
+            log.warning("cache file %s is unusable (%s): carrying on with the in-memory cache only", self._path, exc)
+            return
+        for key, value in reversed(rows):
+            try:
+                self._memory[key] = json.loads(value)
+            except ValueError:
+                continue
+        self._db = db
+        log.info("cache: %s (%d results loaded)", self._path, len(rows))
+
+    def get(self, key: str) -> CachedValue | None:
+        if not self._enabled:
+            return None
+        return self._memory.get(key)
+
+    async def put(self, key: str, value: CachedValue) -> None:
+        if not self._enabled:
+            return
+        self._memory[key] = value
+        if self._db is not None:
+            await asyncio.to_thread(self._write, key, json.dumps(value, ensure_ascii=False))
+
+    def _write(self, key: str, value: str) -> None:
+        with self._db_lock:
+            db = self._db
+            if db is None:
+                return
+            try:
+                db.execute("INSERT OR REPLACE INTO results (key, value) VALUES (?, ?)", (key, value))
+                db.commit()
+            except sqlite3.Error as exc:
+                log.warning("cache file %s cannot be written (%s): no longer using it", self._path, exc)
+                self._db = None
+
+    def close(self) -> None:
+        with self._db_lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None

@@ -1,0 +1,140 @@
+"""The result cache: unit tests of ResultCache, and the service's use of it over real HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from app.cache import ResultCache, cache_key
+from tests.conftest import ServiceFactory, make_settings
+from tests.servers.fake_ollama import FakeOllama
+from tests.servers.service import ServiceServer
+
+
+def chat_calls(fake: FakeOllama) -> int:
+    return sum(1 for r in fake.stats()["requests"] if r["path"] == "/api/chat")
+
+
+def lines(n: int, prefix: str = "缓存") -> dict:
+    return {"tasks": [{"task_id": f"c{i}", "source": f"{prefix}第{i}句", "target_language": "ko"} for i in range(n)]}
+
+
+def post(service: ServiceServer, body: dict) -> dict:
+    with service.client() as client:
+        response = client.post("/retranslate", json=body)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_cache_key_changes_with_everything_that_changes_the_answer() -> None:
+    base = {"backend": "ollama", "model": "m", "prompt": "v1", "source": "大哥", "lang": "ko", "budget": 6,
+            "glossary": {}, "context": [], "temperature": 0.3}  # fmt: skip
+    key = cache_key(**base)
+    assert key == cache_key(**dict(reversed(list(base.items()))))
+    changes = [("model", "n"), ("prompt", "v2"), ("source", "二哥"), ("lang", "ja"), ("budget", 5),
+               ("glossary", {"大哥": "형님"}), ("context", ["前"]), ("temperature", 0.5), ("backend", "openai")]  # fmt: skip
+    for field, other in changes:
+        assert cache_key(**{**base, field: other}) != key, field
+
+
+def test_lru_evicts_the_least_recently_used() -> None:
+    async def scenario() -> None:
+        cache = ResultCache(2, None)
+        await cache.put("a", {"translation": "A"})
+        await cache.put("b", {"translation": "B"})
+        assert cache.get("a") == {"translation": "A"}
+        await cache.put("c", {"translation": "C"})
+        assert cache.get("b") is None
+        assert cache.get("a") is not None
+        assert cache.get("c") is not None
+
+    asyncio.run(scenario())
+
+
+def test_size_zero_turns_the_cache_off() -> None:
+    async def scenario() -> None:
+        cache = ResultCache(0, None)
+        await cache.put("a", {"translation": "A"})
+        assert cache.get("a") is None
+
+    asyncio.run(scenario())
+
+
+def test_a_corrupt_file_is_ignored_with_a_warning(tmp_path: Path, caplog) -> None:
+    path = tmp_path / "cache.sqlite3"
+    path.write_bytes(b"this is not a sqlite database" * 100)
+
+    async def scenario() -> None:
+        cache = ResultCache(10, path)
+        await cache.open()
+        assert not cache.persistent
+        await cache.put("a", {"translation": "A"})
+        assert cache.get("a") == {"translation": "A"}
+
+    asyncio.run(scenario())
+    assert "unusable" in caplog.text
+
+
+def test_an_unwritable_location_is_ignored(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+
+    async def scenario() -> None:
+        cache = ResultCache(10, blocker / "cache.sqlite3")  # its parent is a file
+        await cache.open()
+        assert not cache.persistent
+
+    asyncio.run(scenario())
+
+
+def test_a_fully_cached_request_makes_no_backend_call(service_factory: ServiceFactory, fake_clean: FakeOllama) -> None:
+    service = service_factory(cache_size=1000)
+    first = post(service, lines(20, "全缓存"))
+    assert first["summary"]["succeeded"] == 20
+    calls = chat_calls(fake_clean)
+    second = post(service, lines(20, "全缓存"))
+    assert chat_calls(fake_clean) == calls
+    assert all(r["cached"] and r["attempts"] == 0 for r in second["results"])
+    assert [r["translation"] for r in second["results"]] == [r["translation"] for r in first["results"]]
+
+
+def test_use_cache_false_asks_again(service_factory: ServiceFactory, fake_clean: FakeOllama) -> None:
+    service = service_factory(cache_size=1000)
+    post(service, lines(3, "不用缓存"))
+    calls = chat_calls(fake_clean)
+    again = post(service, {**lines(3, "不用缓存"), "use_cache": False})
+    assert chat_calls(fake_clean) == calls + 3
+    assert not any(r["cached"] for r in again["results"])
+
+
+def test_over_budget_and_failed_results_are_not_cached(service_factory: ServiceFactory, fake_clean: FakeOllama) -> None:
+    service = service_factory(cache_size=1000)
+    fake_clean.configure(style="never_comply_long")
+    assert post(service, lines(1, "太长"))["results"][0]["within_budget"] is False
+    fake_clean.configure(style="json")
+    fresh = post(service, lines(1, "太长"))["results"][0]
+    assert fresh["cached"] is False
+    assert fresh["within_budget"] is True
+    fake_clean.configure(failures=[{"mode": "http_500", "count": -1}])
+    assert post(service, lines(1, "失败"))["results"][0]["success"] is False
+    fake_clean.configure(failures=[])
+    assert post(service, lines(1, "失败"))["results"][0]["cached"] is False
+
+
+def test_sqlite_cache_survives_a_restart(tmp_path: Path, fake_clean: FakeOllama) -> None:
+    settings = make_settings(ollama_url=fake_clean.url, cache_size=100, cache_path=str(tmp_path / "c.sqlite3"))
+    with ServiceServer(settings) as service:
+        first = post(service, lines(5, "重启"))
+    calls = chat_calls(fake_clean)
+    with ServiceServer(settings) as service:
+        second = post(service, lines(5, "重启"))
+    assert chat_calls(fake_clean) == calls
+    assert all(r["cached"] for r in second["results"])
+    assert [r["translation"] for r in second["results"]] == [r["translation"] for r in first["results"]]
+
+
+def test_a_corrupt_cache_file_never_stops_the_service(tmp_path: Path, fake_clean: FakeOllama) -> None:
+    path = tmp_path / "c.sqlite3"
+    path.write_bytes(b"\x00garbage" * 500)
+    with ServiceServer(make_settings(ollama_url=fake_clean.url, cache_size=100, cache_path=str(path))) as service:
+        assert post(service, lines(2, "坏文件"))["summary"]["succeeded"] == 2
