@@ -31,8 +31,10 @@ def test_cache_key_changes_with_everything_that_changes_the_answer() -> None:
             "glossary": {}, "context": [], "temperature": 0.3}  # fmt: skip
     key = cache_key(**base)
     assert key == cache_key(**dict(reversed(list(base.items()))))
-    changes = [("model", "n"), ("prompt", "v2"), ("source", "二哥"), ("lang", "ja"), ("budget", 5),
-               ("glossary", {"大哥": "형님"}), ("context", ["前"]), ("temperature", 0.5), ("backend", "openai")]  # fmt: skip
+    changes = [
+        ("model", "n"), ("prompt", "v2"), ("source", "二哥"), ("lang", "ja"), ("budget", 5),
+        ("glossary", {"大哥": "형님"}), ("context", ["前"]), ("temperature", 0.5), ("backend", "openai"),
+    ]  # fmt: skip
     for field, other in changes:
         assert cache_key(**{**base, field: other}) != key, field
 
