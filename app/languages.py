@@ -21,6 +21,8 @@ class Language:
     # The script rule, as told to the model.
     script_rule: str
     latin: bool
+    # Two short, colloquial example answers for the few-shot turns (see app.prompt.FEW_SHOT_SOURCES).
+    examples: tuple[str, str] = ("", "")
 
 
 LANGUAGES: tuple[Language, ...] = (
@@ -32,6 +34,7 @@ LANGUAGES: tuple[Language, ...] = (
         3.0,
         "Write Korean in Hangul only: never use Hanzi (Chinese characters) or romanisation.",
         latin=False,
+        examples=("안녕", "배고파"),
     ),
     Language(
         "ja",
@@ -41,6 +44,7 @@ LANGUAGES: tuple[Language, ...] = (
         3.0,
         "Write natural spoken Japanese and prefer kana (hiragana/katakana) to kanji.",
         latin=False,
+        examples=("こんにちは", "おなかすいた"),
     ),
     Language(
         "en",
@@ -50,6 +54,7 @@ LANGUAGES: tuple[Language, ...] = (
         1.2,
         "Write English in the Latin alphabet only: no Chinese characters.",
         latin=True,
+        examples=("Hi", "I'm hungry"),
     ),
     Language(
         "fr",
@@ -59,6 +64,7 @@ LANGUAGES: tuple[Language, ...] = (
         1.5,
         "Write French in the Latin alphabet only: no Chinese characters.",
         latin=True,
+        examples=("Salut", "J'ai faim"),
     ),
     Language(
         "de",
@@ -68,6 +74,7 @@ LANGUAGES: tuple[Language, ...] = (
         1.5,
         "Write German in the Latin alphabet only: no Chinese characters.",
         latin=True,
+        examples=("Hallo", "Ich hab Hunger"),
     ),
     Language(
         "es",
@@ -77,6 +84,7 @@ LANGUAGES: tuple[Language, ...] = (
         1.5,
         "Write Spanish in the Latin alphabet only: no Chinese characters.",
         latin=True,
+        examples=("Hola", "Tengo hambre"),
     ),
     Language(
         "id",
@@ -86,6 +94,7 @@ LANGUAGES: tuple[Language, ...] = (
         1.5,
         "Write Indonesian in the Latin alphabet only: no Chinese characters.",
         latin=True,
+        examples=("Halo", "Aku lapar"),
     ),
 )
 

@@ -127,7 +127,7 @@ def _content_text(content: Any) -> str:
 
 
 def parse_prompt(text: str) -> tuple[str, str]:
-    """Read (source line, language code) out of the service's first user message.
+    """Read (source line, language code) out of the service's user message that holds the line.
 
     The language comes from ``Target language: <Name> (<code>)``; the source is
     the last block between a ``<source>`` line and a ``</source>`` line.  What
@@ -707,8 +707,11 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             messages = [m for m in body.get("messages") or [] if isinstance(m, dict)]
             empty = not messages
-            firsts = [m for m in messages if str(m.get("role", "")).lower() == "user"]
-            prompt_text = _content_text(firsts[0].get("content")) if firsts else ""
+            users = [_content_text(m.get("content")) for m in messages if str(m.get("role", "")).lower() == "user"]
+            # The line to translate is in the last user message with a <source> block: earlier ones may
+            # be few-shot examples, later ones re-asks.
+            with_source = [text for text in users if "<source>" in text]
+            prompt_text = with_source[-1] if with_source else (users[0] if users else "")
             prompt_tokens = sum(len(_content_text(m.get("content"))) for m in messages)
 
         # --- unload / load forms (empty prompt or messages; never on /v1)
