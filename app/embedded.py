@@ -144,7 +144,8 @@ class EmbeddedServer:
         if not self.model_path.is_file():
             raise RuntimeError(f"model file {self.model_path} does not exist")
         slots = self._settings.max_concurrency
-        self.port = _free_port()
+        # A restart keeps the port: the service's client points at it.
+        self.port = self.port or _free_port()
         cmd = [
             str(binary), "-m", str(self.model_path), "--host", "127.0.0.1", "--port", str(self.port),
             # One slot per request we keep in flight; the context is split among the slots.

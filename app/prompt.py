@@ -87,6 +87,14 @@ def build_messages(
     return messages
 
 
+def copies_example(answer: str, source: str, lang: Language) -> bool:
+    """Whether `answer` is a few-shot example's answer although the line is not that example."""
+    return any(
+        answer.casefold() == example.casefold() and example_source not in source
+        for example_source, example in zip(FEW_SHOT_SOURCES, lang.examples, strict=True)
+    )
+
+
 def reask_messages(previous: str, fitness: Fitness, lang: Language) -> list[Message]:
     """The follow-up after an answer that broke a rule or its budget: what was wrong, specifically."""
     problems = [REASK_HINTS[code] for code in fitness.hard_failures]

@@ -32,6 +32,7 @@ from app.prompt import (
     Message,
     UnusableAnswer,
     build_messages,
+    copies_example,
     glossary_for,
     parse_answer,
     reask_messages,
@@ -320,6 +321,9 @@ class Translator:
                 return
             try:
                 text = await self._call(messages, batch, outcome, start_clock)
+                if copies_example(text, job.source, lang):
+                    # Small models sometimes copy a few-shot answer instead of translating the line.
+                    raise UnusableOutput(f"the model repeated the prompt's example answer {text!r}")
             except BackendCallError as exc:
                 outcome.error = str(exc)
                 if not exc.transient or retries >= self.settings.max_retries:
@@ -384,9 +388,10 @@ class Translator:
                 )
             raise UnusableOutput(f"the answer was cut off at the output cap of {batch.max_tokens} tokens")
         try:
-            return parse_answer(content).text
+            text = parse_answer(content).text
         except UnusableAnswer as exc:
             raise UnusableOutput(str(exc)) from None
+        return text
 
     @staticmethod
     def _result(job: Job, lang: Language, outcome: _Outcome, started: float) -> ItemResult:

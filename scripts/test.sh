@@ -27,4 +27,5 @@ echo "==> ruff, mypy"
 .venv/bin/ruff format --check .
 .venv/bin/mypy
 echo "==> pytest"
+export RETRANSLATE_TEST_REQUIRE_ENGINE=1
 exec .venv/bin/python -m pytest "$@"

