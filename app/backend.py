@@ -52,7 +52,7 @@ class _State:
     checked_at: float = float("-inf")
 
 
-def _same_model(a: str, b: str) -> bool:
+def same_model(a: str, b: str) -> bool:
     def norm(name: str) -> str:
         return name[: -len(":latest")] if name.endswith(":latest") else name
 
@@ -113,7 +113,7 @@ class Supervisor:
         model = self.settings.model if state.kind == "ollama" else None
         if model is None:
             return
-        if not any(_same_model(model, m) for m in state.models):
+        if not any(same_model(model, m) for m in state.models):
             if self.settings.pull_missing_model:
                 await self._pull(model)
             else:
@@ -339,10 +339,10 @@ class Supervisor:
                     f"{', '.join(sorted(state.models)[:20])}). Set RETRANSLATE_MODEL or the request's model."
                 )
             return ModelInfo(name, name, False, "openai")
-        if not any(_same_model(name, m) for m in state.models):
+        if not any(same_model(name, m) for m in state.models):
             # The list may be stale: ask once more before refusing.
             state.models = await self._ollama_models()
-            if not any(_same_model(name, m) for m in state.models):
+            if not any(same_model(name, m) for m in state.models):
                 raise ModelUnavailable(
                     f"model {name!r} is not pulled in Ollama at {self.settings.ollama_url}. Fix: "
                     f"`ollama pull {name}`, or set RETRANSLATE_MODEL (or the request's model) to one of: "
