@@ -10,7 +10,9 @@ Two families:
 from __future__ import annotations
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 
 class ServiceError(Exception):
@@ -41,6 +43,12 @@ class TranslationFailed(ServiceError):
 
 class Unauthorized(ServiceError):
     status_code = 401
+
+
+class InvalidRequest(ServiceError):
+    """The request is well-formed JSON but breaks a limit or rule (422)."""
+
+    status_code = 422
 
 
 class PayloadTooLarge(ServiceError):
@@ -103,5 +111,22 @@ def _service_error_handler(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
 
 
+async def _http_error_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
+        # FastAPI's answer to a body that is not UTF-8: a malformed request like any other, so a 422
+        # that says how to fix it.
+        return JSONResponse(
+            {"detail": "the request body could not be read as JSON: send UTF-8 encoded JSON"}, status_code=422
+        )
+    if exc.status_code == 413:
+        return JSONResponse(
+            {"detail": "the request body is too large (RETRANSLATE_MAX_BODY_BYTES): send fewer tasks per request"},
+            status_code=413,
+        )
+    return await http_exception_handler(request, exc)
+
+
 def register_exception_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ServiceError, _service_error_handler)
+    app.add_exception_handler(StarletteHTTPException, _http_error_handler)

@@ -7,10 +7,10 @@ import json
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any, TypeVar
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from app.deps import SupervisorDep, TranslatorDep
+from app.deps import SettingsDep, SupervisorDep, TranslatorDep
 from app.errors import TranslationFailed
 from app.languages import LANGUAGES, language_aliases
 from app.schemas import (
@@ -22,11 +22,23 @@ from app.schemas import (
     Task,
     TranslateTextRequest,
     TranslateTextResponse,
+    check_limits,
 )
+from app.security import require_api_key
 from app.translator import ResultCallback
 
 T = TypeVar("T")
 
+_UNAUTHORIZED: dict[int | str, dict[str, Any]] = {
+    401: {"description": "RETRANSLATE_API_KEY is set and the request did not carry it."}
+}
+_LIMITS: dict[int | str, dict[str, Any]] = {
+    413: {"description": "Too many tasks (RETRANSLATE_MAX_TASKS) or too large a body (RETRANSLATE_MAX_BODY_BYTES)."}
+}
+
+# Translation routes need the API key when one is set; operations routes (health, docs) never do.
+api = APIRouter(dependencies=[Depends(require_api_key)], responses={**_UNAUTHORIZED, **_LIMITS})
+ops = APIRouter(tags=["operations"])
 router = APIRouter()
 
 _NOT_READY: dict[int | str, dict[str, Any]] = {
@@ -63,14 +75,17 @@ async def until_disconnect(request: Request, work: Coroutine[Any, Any, T]) -> T:
     return task.result()
 
 
-@router.post(
+@api.post(
     "/retranslate",
     response_model=RetranslateResponse,
     responses=_NOT_READY,
     summary="Re-translate subtitle lines shorter, in the target script",
 )
-async def retranslate(body: RetranslateRequest, translator: TranslatorDep, request: Request) -> Any:
+async def retranslate(
+    body: RetranslateRequest, translator: TranslatorDep, settings: SettingsDep, request: Request
+) -> Any:
     """Every task comes back, in request order. A failed item has `translation: null` and an `error`."""
+    check_limits(body, settings.max_tasks, settings.max_source_chars)
     model = await translator.supervisor.ensure_ready(body.model)
     try:
         return await until_disconnect(request, translator.retranslate(body, model))
@@ -78,7 +93,7 @@ async def retranslate(body: RetranslateRequest, translator: TranslatorDep, reque
         return Response(status_code=499)  # nobody is listening; the status is for the access log
 
 
-@router.post(
+@api.post(
     "/retranslate/stream",
     responses={
         200: {
@@ -91,7 +106,10 @@ async def retranslate(body: RetranslateRequest, translator: TranslatorDep, reque
     response_class=StreamingResponse,
     summary="Same as /retranslate, streamed: one JSON line per item as it finishes",
 )
-async def retranslate_stream(body: RetranslateRequest, translator: TranslatorDep) -> StreamingResponse:
+async def retranslate_stream(
+    body: RetranslateRequest, translator: TranslatorDep, settings: SettingsDep
+) -> StreamingResponse:
+    check_limits(body, settings.max_tasks, settings.max_source_chars)
     # Readiness first, so an unavailable backend is a 503 rather than a 200 stream of failures.
     model = await translator.supervisor.ensure_ready(body.model)
     lines: asyncio.Queue[bytes | None] = asyncio.Queue()
@@ -123,7 +141,7 @@ async def retranslate_stream(body: RetranslateRequest, translator: TranslatorDep
     return StreamingResponse(stream(), media_type="application/x-ndjson", headers={"Cache-Control": "no-store"})
 
 
-@router.post(
+@api.post(
     "/api/translate-text",
     response_model=TranslateTextResponse,
     responses={
@@ -132,11 +150,14 @@ async def retranslate_stream(body: RetranslateRequest, translator: TranslatorDep
     },
     summary="One line, for the editor's subtitle panel (never a 200 carrying the untranslated source)",
 )
-async def translate_text(body: TranslateTextRequest, translator: TranslatorDep, request: Request) -> Any:
+async def translate_text(
+    body: TranslateTextRequest, translator: TranslatorDep, settings: SettingsDep, request: Request
+) -> Any:
     task = Task(
         task_id="translate-text", source=body.text, target_language=body.target_language, max_length=body.max_length
     )
     batch = RetranslateRequest(tasks=[task], model=body.model)
+    check_limits(batch, settings.max_tasks, settings.max_source_chars)
     model = await translator.supervisor.ensure_ready(body.model)
     try:
         response = await until_disconnect(request, translator.retranslate(batch, model))
@@ -161,12 +182,12 @@ async def translate_text(body: TranslateTextRequest, translator: TranslatorDep, 
     )
 
 
-@router.get("/health", response_model=HealthResponse, summary="Backend, model and readiness (always 200)")
+@ops.get("/health", response_model=HealthResponse, summary="Backend, model and readiness (always 200)")
 async def health(supervisor: SupervisorDep) -> dict[str, Any]:
     return await supervisor.health()
 
 
-@router.get(
+@ops.get(
     "/ready",
     response_model=HealthResponse,
     responses=_NOT_READY,
@@ -177,7 +198,7 @@ async def ready(supervisor: SupervisorDep) -> Any:
     return JSONResponse(report, status_code=200 if report["status"] == "ready" else 503)
 
 
-@router.get("/languages", response_model=list[LanguageInfo], summary="Supported target languages")
+@ops.get("/languages", response_model=list[LanguageInfo], summary="Supported target languages")
 async def languages() -> list[LanguageInfo]:
     return [
         LanguageInfo(
@@ -191,7 +212,7 @@ async def languages() -> list[LanguageInfo]:
     ]
 
 
-@router.get("/models", summary="Models the backend has, the default, and whether it is the demo model")
+@api.get("/models", summary="Models the backend has, the default, and whether it is the demo model")
 async def models(supervisor: SupervisorDep) -> dict[str, Any]:
     available = await supervisor.available_models()
     return {
@@ -200,3 +221,7 @@ async def models(supervisor: SupervisorDep) -> dict[str, Any]:
         "backend": supervisor.kind or "none",
         "demo_model": supervisor.demo,
     }
+
+
+router.include_router(api)
+router.include_router(ops)

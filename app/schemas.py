@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from app.errors import InvalidRequest, PayloadTooLarge
 from app.languages import UnknownLanguage, resolve_language
 
 
@@ -172,3 +173,17 @@ class TranslateTextResponse(BaseModel):
     within_budget: bool | None = None
     warnings: list[str] = Field(default_factory=list)
     cached: bool = False
+
+
+def check_limits(body: RetranslateRequest, max_tasks: int, max_source_chars: int) -> None:
+    """The service's size limits, with messages that say what to change."""
+    if len(body.tasks) > max_tasks:
+        raise PayloadTooLarge(
+            f"{len(body.tasks)} tasks in one request; the limit is {max_tasks} (RETRANSLATE_MAX_TASKS): split the batch"
+        )
+    long_ids = [t.task_id for t in body.tasks if len(t.source) > max_source_chars]
+    if long_ids:
+        raise InvalidRequest(
+            f"source longer than {max_source_chars} characters (RETRANSLATE_MAX_SOURCE_CHARS) in task(s) "
+            f"{', '.join(long_ids[:10])}: send one subtitle line per task"
+        )

@@ -10,10 +10,10 @@ import argparse
 import sys
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # `.env` and relative paths resolve against the project directory, never the caller's working
 # directory: LocalClip-Editor runs our CLI from its own folder.
@@ -134,6 +134,29 @@ class Settings(BaseSettings):
         "failed and the list is still printed, well before the editor's 600 s kill.",
     )
 
+    # --- security and limits -------------------------------------------------------------------------
+    api_key: SecretStr | None = Field(
+        None,
+        description="When set, translation routes require `Authorization: Bearer <key>` or `X-API-Key: <key>` "
+        "(/health, /ready, /docs stay open).",
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        ["http://localhost:5173", "http://127.0.0.1:5173", "http://localhost:3000", "http://127.0.0.1:3000"],
+        description="Browser origins allowed to call the API (comma-separated); the defaults are the editor "
+        "frontend's dev/production ports on this machine.",
+    )
+    max_tasks: int = Field(10_000, ge=1, description="Most tasks one request may carry (413 beyond).")
+    max_source_chars: int = Field(5_000, ge=1, description="Longest source line accepted (422 beyond).")
+    max_body_bytes: int = Field(
+        16 * 1024 * 1024, ge=1024, description="Largest request body accepted, in bytes (413 beyond)."
+    )
+    shutdown_grace_s: float = Field(
+        30.0,
+        ge=0,
+        description="On SIGTERM: how long requests in progress may take to finish; lines not yet sent to "
+        "the backend fail at once with a shutdown error.",
+    )
+
     # --- HTTP server ---------------------------------------------------------------------------------
     host: str = Field("127.0.0.1", description="Address the service binds.")
     port: int = Field(8642, ge=1, le=65535, description="Port the service binds.")
@@ -143,6 +166,18 @@ class Settings(BaseSettings):
     @classmethod
     def _strip_slash(cls, value: str | None) -> str | None:
         return value.rstrip("/") if value else value
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _empty_key_is_none(cls, value: object) -> object:
+        return None if value == "" else value
 
     @field_validator("embedded_model_path", "cache_path")
     @classmethod
@@ -162,7 +197,14 @@ def _fields() -> list[tuple[str, str, str]]:
     rows = []
     for name, field in Settings.model_fields.items():
         default = field.default
-        text = "" if default is None else str(default).lower() if isinstance(default, bool) else str(default)
+        if default is None:
+            text = ""
+        elif isinstance(default, bool):
+            text = str(default).lower()
+        elif isinstance(default, list):
+            text = ",".join(str(item) for item in default)
+        else:
+            text = str(default)
         rows.append((f"RETRANSLATE_{name.upper()}", text, field.description or ""))
     return rows
 

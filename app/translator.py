@@ -25,8 +25,19 @@ from dataclasses import dataclass, field
 from app.backend import ModelInfo, Supervisor
 from app.cache import CachedValue, ResultCache, cache_key
 from app.dubbing import HARD_RULES, Fitness, assess, better, length_budget
-from app.errors import BackendCallError, ThinkingExhausted, UnusableOutput
+from app.errors import (
+    BackendBusy,
+    BackendCallError,
+    BackendConnectionError,
+    BackendRejected,
+    BackendServerError,
+    BackendTimeout,
+    ModelMissing,
+    ThinkingExhausted,
+    UnusableOutput,
+)
 from app.languages import Language, UnknownLanguage, resolve_language
+from app.metrics import Metrics
 from app.prompt import (
     PROMPT_VERSION,
     Message,
@@ -42,6 +53,8 @@ from app.schemas import ItemResult, RetranslateRequest, RetranslateResponse, Sum
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
+
+SHUTTING_DOWN = "the service is shutting down"
 
 # (index in the request, result, items done so far, total)
 ResultCallback = Callable[[int, ItemResult, int, int], None]
@@ -112,10 +125,18 @@ def glossary_terms(glossary: Mapping[str, object] | None, lang: Language) -> dic
 
 
 class Translator:
-    def __init__(self, settings: Settings, supervisor: Supervisor, cache: ResultCache | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        supervisor: Supervisor,
+        cache: ResultCache | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.settings = settings
         self.supervisor = supervisor
         self.cache = cache if cache is not None else ResultCache(0, None)
+        self.metrics = metrics if metrics is not None else Metrics()
+        self.draining = False
         # One bound for the whole service, not per HTTP request: two editors' batches share it.
         self._slots = asyncio.Semaphore(settings.max_concurrency)
         self._flights: dict[str, _Flight] = {}
@@ -176,6 +197,8 @@ class Translator:
 
         async def one(index: int, job: Job) -> ItemResult:
             result = await self._item(job, batch)
+            outcome = "cached" if result.cached else "succeeded" if result.success else "failed"
+            self.metrics.tasks.labels(outcome).inc()
             batch.done += 1
             self._log_item(batch, result)
             if on_result is not None:
@@ -230,9 +253,12 @@ class Translator:
         if batch.use_cache:
             hit = self.cache.get(prepared.key)
             if hit is not None:
+                self.metrics.cache_hits.inc()
                 return _from_cache(job, hit, started)
         flight = self._flights.get(prepared.key)
-        if flight is None:
+        if flight is not None:
+            self.metrics.dedup_joins.inc()
+        else:
             outcome = _Outcome()
             task = asyncio.create_task(self._compute(job, prepared, batch, outcome))
             flight = _Flight(task, outcome)
@@ -316,8 +342,9 @@ class Translator:
         messages = first
         retries = reasks = 0
         while True:
-            if batch.broken is not None:
-                outcome.error = _broken_error(batch.broken, outcome)
+            stop = self._stop_reason(batch)
+            if stop is not None:
+                outcome.error = _broken_error(stop, outcome)
                 return
             try:
                 text = await self._call(messages, batch, outcome, start_clock)
@@ -329,6 +356,7 @@ class Translator:
                 if not exc.transient or retries >= self.settings.max_retries:
                     return
                 retries += 1
+                self.metrics.retries.inc()
                 await asyncio.sleep(self._backoff(retries, exc.retry_after))
                 continue
             fitness = assess(text, job.source, lang, budget)
@@ -337,6 +365,7 @@ class Translator:
             if fitness.acceptable or reasks >= self.settings.max_reasks:
                 return
             reasks += 1
+            self.metrics.reasks.inc()
             messages = first + reask_messages(text, fitness, lang)
 
     def _backoff(self, retry: int, retry_after: float | None) -> float:
@@ -351,10 +380,13 @@ class Translator:
     ) -> str:
         """One backend call under the shared bound; returns the parsed translation."""
         async with self._slots:
-            if batch.broken is not None:
-                raise _Broken(_broken_error(batch.broken, outcome))
+            stop = self._stop_reason(batch)
+            if stop is not None:
+                raise _Broken(_broken_error(stop, outcome))
             start_clock()
             outcome.attempts += 1
+            self.metrics.in_flight.inc()
+            started = time.perf_counter()
             try:
                 reply = await self.supervisor.chat.chat(
                     batch.model.name,
@@ -364,14 +396,34 @@ class Translator:
                     timeout_s=self.settings.request_timeout_s,
                 )
             except BackendCallError as exc:
+                self.metrics.backend_calls.labels(_call_status(exc)).inc()
                 if exc.breaker:
                     batch.consecutive_failures += 1
                     if batch.consecutive_failures >= self.settings.breaker_failures and batch.broken is None:
                         batch.broken = f"{batch.consecutive_failures} calls in a row failed; last: {exc}"
                         log.error("backend stopped answering: failing the rest of the batch fast (%s)", exc)
                 raise
+            finally:
+                self.metrics.in_flight.dec()
+                self.metrics.backend_latency.observe(time.perf_counter() - started)
             batch.consecutive_failures = 0
-        return self._interpret(reply.content, reply.thinking, reply.finish_reason, batch)
+        try:
+            text = self._interpret(reply.content, reply.thinking, reply.finish_reason, batch)
+        except BackendCallError as exc:
+            self.metrics.backend_calls.labels(_call_status(exc)).inc()
+            raise
+        self.metrics.backend_calls.labels("ok").inc()
+        return text
+
+    def _stop_reason(self, batch: _Batch) -> str | None:
+        """Why no new backend call may start for this batch, if any."""
+        if self.draining:
+            return SHUTTING_DOWN
+        return batch.broken
+
+    def drain(self) -> None:
+        """Shutdown has begun: calls in flight finish, lines not yet sent fail at once with a reason."""
+        self.draining = True
 
     def _interpret(self, content: str, thinking: str, finish_reason: str | None, batch: _Batch) -> str:
         model = batch.model.name
@@ -423,9 +475,32 @@ class _Broken(BackendCallError):
 
 
 def _broken_error(reason: str, outcome: _Outcome) -> str:
+    if reason == "the service is shutting down":
+        return (
+            f"not attempted: {reason}" if outcome.attempts == 0 else f"gave up: {reason}; last error: {outcome.error}"
+        )
     if outcome.attempts == 0:
         return f"not attempted: the backend stopped answering ({reason})"
     return f"gave up: the backend stopped answering ({reason}); this item's last error: {outcome.error}"
+
+
+_STATUS_BY_ERROR: dict[type[BackendCallError], str] = {
+    BackendTimeout: "timeout",
+    BackendConnectionError: "connection",
+    BackendBusy: "busy",
+    BackendServerError: "server_error",
+    UnusableOutput: "unusable",
+    ThinkingExhausted: "thinking_exhausted",
+    ModelMissing: "model_missing",
+    BackendRejected: "rejected",
+}
+
+
+def _call_status(exc: BackendCallError) -> str:
+    for kind in type(exc).__mro__:
+        if kind in _STATUS_BY_ERROR:
+            return _STATUS_BY_ERROR[kind]
+    return "error"
 
 
 def _failed(job: Job, error: str, started: float, attempts: int) -> ItemResult:

@@ -1,0 +1,36 @@
+"""Optional API key for the translation routes (`RETRANSLATE_API_KEY`).
+
+Both schemes are declared to FastAPI, so the OpenAPI page documents them and its "Authorize" button works.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+
+from app.errors import Unauthorized
+from app.settings import Settings
+
+_bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <RETRANSLATE_API_KEY>`")
+_api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="`X-API-Key: <RETRANSLATE_API_KEY>`")
+
+
+def require_api_key(
+    request: Request,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    header_key: Annotated[str | None, Depends(_api_key_header)],
+) -> None:
+    settings: Settings = request.app.state.settings
+    if settings.api_key is None:
+        return
+    expected = settings.api_key.get_secret_value().encode()
+    given = bearer.credentials if bearer is not None else header_key
+    # Constant-time: the comparison must not tell an attacker how much of a guess was right.
+    if given is None or not hmac.compare_digest(given.encode(), expected):
+        raise Unauthorized(
+            "missing or wrong API key: send `Authorization: Bearer <key>` or `X-API-Key: <key>` with the "
+            "value of RETRANSLATE_API_KEY"
+        )
