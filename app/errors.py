@@ -113,16 +113,14 @@ def _service_error_handler(request: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
+    if isinstance(exc.__cause__, ServiceError):
+        # Raised while FastAPI read the body (e.g. the streamed-body size limit): FastAPI wraps it in a 400.
+        return _service_error_handler(request, exc.__cause__)
     if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
         # FastAPI's answer to a body that is not UTF-8: a malformed request like any other, so a 422
         # that says how to fix it.
         return JSONResponse(
             {"detail": "the request body could not be read as JSON: send UTF-8 encoded JSON"}, status_code=422
-        )
-    if exc.status_code == 413:
-        return JSONResponse(
-            {"detail": "the request body is too large (RETRANSLATE_MAX_BODY_BYTES): send fewer tasks per request"},
-            status_code=413,
         )
     return await http_exception_handler(request, exc)
 

