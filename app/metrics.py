@@ -7,6 +7,7 @@ never collide, and `/metrics` shows exactly this app's numbers.
 from __future__ import annotations
 
 from fastapi import FastAPI
+from fastapi.responses import PlainTextResponse
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_fastapi_instrumentator import Instrumentator
 
@@ -41,5 +42,10 @@ class Metrics:
     def instrument(self, app: FastAPI) -> None:
         """HTTP request metrics for every route, and GET /metrics."""
         Instrumentator(registry=self.registry, excluded_handlers=["/metrics"]).instrument(app).expose(
-            app, include_in_schema=True, tags=["operations"]
+            app,
+            include_in_schema=True,
+            tags=["operations"],
+            summary="Prometheus metrics (text exposition format)",
+            response_class=PlainTextResponse,
+            responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
         )

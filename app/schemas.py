@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema, model_validator
 
 from app.errors import InvalidRequest, PayloadTooLarge
-from app.languages import UnknownLanguage, resolve_language
+from app.languages import LANGUAGES, UnknownLanguage, language_aliases, resolve_language
 
 
 def _known_language(value: str) -> str:
@@ -25,8 +25,25 @@ def _not_blank(value: str) -> str:
 
 
 NonBlank = Annotated[str, StringConstraints(min_length=1)]
-SourceText = Annotated[str, StringConstraints(min_length=1), AfterValidator(_not_blank)]
-LanguageName = Annotated[str, StringConstraints(min_length=1), AfterValidator(_known_language)]
+# The JSON schema states what the validators enforce, so the OpenAPI page (and contract fuzzing) is true.
+SourceText = Annotated[
+    str,
+    StringConstraints(min_length=1),
+    AfterValidator(_not_blank),
+    WithJsonSchema({"type": "string", "pattern": r"\S"}),
+]
+LanguageName = Annotated[
+    str,
+    StringConstraints(min_length=1),
+    AfterValidator(_known_language),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "enum": sorted({alias for lang in LANGUAGES for alias in language_aliases(lang)}),
+            "description": "A code, Chinese name or English name (case-insensitive).",
+        }
+    ),
+]
 Glossary = dict[str, str] | dict[str, dict[str, str]]
 
 

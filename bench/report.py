@@ -6,6 +6,7 @@ import datetime as dt
 import importlib.metadata
 import os
 import platform
+import statistics
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -64,6 +65,10 @@ def machine_info() -> dict[str, Any]:
 
 def _target(target: str, measured: str, ratio: float | None, met: bool | None) -> dict[str, Any]:
     return {"target": target, "measured": measured, "ratio": ratio, "met": met}
+
+
+def _median_cycle(runs: Sequence[dict[str, Any]]) -> dict[str, float]:
+    return {q: statistics.median(r["extra"]["cycle_ms"][q] for r in runs) for q in ("p50", "p99")}
 
 
 def _per_ok_line(run: dict[str, Any]) -> float:
@@ -142,13 +147,16 @@ def targets(s: dict[str, Any]) -> list[dict[str, Any]]:
             added <= 1.0,
         )
     )
+    cyc = {who: _median_cycle(ov["runs"][who]) for who in ("service", "tuned direct")}
+    added = cyc["service"]["p50"] - cyc["tuned direct"]["p50"]
+    added99 = cyc["service"]["p99"] - cyc["tuned direct"]["p99"]
     amortized = 1000 * (ov["service"]["wall_s"] - ov["tuned direct"]["wall_s"]) / ov["n"]
     out.append(
         _target(
-            f"≤ 1 ms added per task (amortized over a batch of {ov['n']})",
-            f"+{amortized:.2f} ms per task",
-            amortized / 1.0,
-            amortized <= 1.0,
+            f"≤ 1 ms added per task at p50 (inside a batch of {ov['n']:,}, per-task cycle)",
+            f"+{added:.2f} ms at p50, +{added99:.2f} ms at p99 (amortized wall: {amortized:+.2f} ms per task)",
+            added / 1.0,
+            added <= 1.0,
         )
     )
     mem = s["memory"]
@@ -209,7 +217,17 @@ def write_markdown(results: dict[str, Any], path: Path, chart: str) -> None:
             [
                 ["CPU", f"{m['cpu_model']}, {m['logical_cores']} logical cores ({m['physical_cores']} physical)"],
                 ["memory", f"{m['memory_gb']} GB"],
-                ["load average at start", ", ".join(str(x) for x in m["load_average_at_start"])],
+                [
+                    "load average (1, 5, 15 min)",
+                    "at start "
+                    + ", ".join(str(x) for x in m["load_average_at_start"])
+                    + "; at end "
+                    + ", ".join(str(x) for x in results.get("load_average_at_end", [])),
+                ],
+                [
+                    "other processes' CPU during the run",
+                    f"{results.get('other_load_pct', 0.0):.0f} % of all cores (the machine is shared)",
+                ],
                 ["OS", m["os"]],
                 ["Python", m["python"]],
                 ["packages", ", ".join(f"{k} {v}" for k, v in m["packages"].items())],
@@ -290,11 +308,13 @@ def _overhead_md(ov: dict[str, Any]) -> list[str]:
         cpu = {
             k: sum(r["extra"]["cpu_ms_per_task"][k] for r in runs) / len(runs) for k in ("client", "service", "fake")
         }
+        cyc = _median_cycle(runs)
         rows.append(
             [
                 who,
                 f"{ov[who]['wall_s']:.2f} s",
                 f"{ov[who]['tasks_per_s']:.0f}",
+                f"{cyc['p50']:.2f} / {cyc['p99']:.2f} ms",
                 f"{cpu['client']:.2f} / {cpu['service']:.2f} / {cpu['fake']:.2f}",
                 str(runs[0]["extra"]["max_in_flight"]),
                 ", ".join(f"{r['wall_s']:.2f}" for r in runs),
@@ -305,10 +325,20 @@ def _overhead_md(ov: dict[str, Any]) -> list[str]:
         f"## 2. Overhead (fake Ollama with zero added latency, N = {ov['n']:,} lines, P = {ov['parallel']})",
         "",
         "Tuned direct: one shared `httpx.AsyncClient`, pool sized to P, semaphore P, no retries, sending the "
-        "exact `/api/chat` bodies the service sent (read back from the fake). Median of the runs.",
+        "exact `/api/chat` bodies the service sent (read back from the fake). Median of the runs. Per-task "
+        "cycle: with P calls always in flight, the time from one call's start to the start of the call P "
+        "later (the next one in its slot), from the fake's records: backend work plus the caller's turnaround.",
         "",
         _table(
-            ["contender", "wall", "tasks/s", "CPU ms per task: client / service / fake", "max in flight", "runs (s)"],
+            [
+                "contender",
+                "wall",
+                "tasks/s",
+                "per-task cycle p50 / p99",
+                "CPU ms per task: client / service / fake",
+                "max in flight",
+                "runs (s)",
+            ],
             rows,
         ),
         "",
@@ -377,6 +407,7 @@ def _engine_md(eng: dict[str, Any]) -> list[str]:
                 f"{seq / st['median_s']:.2f}×",
                 "/".join(str(c) for c in calls),
                 "/".join(str(f) for f in failed),
+                f"{statistics.median(float(r['extra'].get('other_load_pct', 0.0)) for r in rs):.0f} %",
             ]
         )
     return [
@@ -389,7 +420,18 @@ def _engine_md(eng: dict[str, Any]) -> list[str]:
         f"`service (1 call/line)` sets RETRANSLATE_MAX_REASKS=0 and RETRANSLATE_MAX_RETRIES=0. "
         f"{len(next(iter(runs.values())))} run(s) per contender, alternating order.",
         "",
-        _table(["contender", "median", "spread (min–max)", "vs sequential", "backend calls", "failed items"], rows),
+        _table(
+            [
+                "contender",
+                "median",
+                "spread (min–max)",
+                "vs sequential",
+                "backend calls",
+                "failed items",
+                "other processes' CPU (median)",
+            ],
+            rows,
+        ),
         "",
     ]
 

@@ -15,10 +15,11 @@ import asyncio
 import contextlib
 import json
 import math
+import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -60,13 +61,14 @@ class Plan:
     overhead_reps: int
     latency_samples: int
     engine_runs: int
+    engine_lines: int
     cached_repeats: int
 
     @classmethod
     def make(cls, quick: bool) -> Plan:
         if quick:
-            return cls(True, (13, 100), 13, 500, 1, 100, 1, 3)
-        return cls(False, (13, 100, 1000), 1000, 2000, 3, 400, 5, 5)
+            return cls(True, (13, 100), 13, 500, 1, 100, 1, 8, 3)
+        return cls(False, (13, 100, 1000), 1000, 2000, 3, 400, 5, len(ENGINE_LINES), 5)
 
     def steps(self) -> int:
         sched = sum(3 if n <= self.sequential_max_n else 2 for n in self.sched_ns)
@@ -104,12 +106,51 @@ class Context:
     fake: Fake
     service: Managed
     progress: Progress
+    load: LoadMeter
     notes: list[str] = field(default_factory=list)
+
+    def measure(self, contender: Coroutine[Any, Any, Run]) -> Run:
+        """Run one contender, noting how busy the rest of the machine was meanwhile."""
+        mark = self.load.start()
+        run = asyncio.run(contender)
+        run.extra["other_load_pct"] = self.load.other_load_pct(mark)
+        return run
 
 
 def cpu_s(pid: int) -> float:
     times = psutil.Process(pid).cpu_times()
     return float(times.user + times.system)
+
+
+class LoadMeter:
+    """How much CPU processes other than ours used: this machine is shared, and a busy neighbour slows
+    llama-server about 10×. System-wide busy time minus ours (this process, the processes it started and
+    those it has reaped), as a share of all cores."""
+
+    def __init__(self, procs: Processes) -> None:
+        self._procs = procs
+        self._cores = psutil.cpu_count() or 1
+
+    def _ours(self) -> float:
+        t = psutil.Process().cpu_times()
+        total = float(t.user + t.system + t.children_user + t.children_system)
+        for managed in self._procs.started:
+            with contextlib.suppress(psutil.Error):
+                total += cpu_s(managed.pid)
+        return total
+
+    @staticmethod
+    def _busy() -> float:
+        t = psutil.cpu_times()
+        return float(sum(t) - t.idle - getattr(t, "iowait", 0.0) - getattr(t, "steal", 0.0))
+
+    def start(self) -> tuple[float, float, float]:
+        return time.monotonic(), self._busy(), self._ours()
+
+    def other_load_pct(self, mark: tuple[float, float, float]) -> float:
+        wall = max(1e-9, time.monotonic() - mark[0])
+        foreign = (self._busy() - mark[1]) - (self._ours() - mark[2])
+        return max(0.0, 100 * foreign / (wall * self._cores))
 
 
 def run_dict(run: Run) -> dict[str, Any]:
@@ -123,6 +164,15 @@ def fake_settings(fake: Fake) -> dict[str, str]:
         "RETRANSLATE_MODEL": FAKE_MODEL,
         "RETRANSLATE_MAX_CONCURRENCY": str(P),
     }
+
+
+def slot_cycle_ms(stats: dict[str, Any]) -> dict[str, float]:
+    """Per-task latency inside a saturated batch: with P calls always in flight, the call that starts
+    P calls after another one reuses its slot, so the time between their starts is one task's full cycle
+    (backend work plus the caller's turnaround). The fake's clock is CLOCK_MONOTONIC, as ours."""
+    starts = sorted(float(r["t_start"]) for r in stats["requests"] if r["path"] == "/api/chat")
+    cycles = [b - a for a, b in zip(starts, starts[P:], strict=False)]
+    return {"p50": 1000 * quantile(cycles, 0.5), "p99": 1000 * quantile(cycles, 0.99)}
 
 
 def bodies_by_source(stats: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -148,7 +198,7 @@ def scheduling(ctx: Context) -> dict[str, Any]:
 
         with ctx.progress.step(f"1 scheduling N={n}: service"):
             fake.reset()
-            run = asyncio.run(service_batch(ctx.service.url, tasks, limit_s=3 * ideal + 60))
+            run = ctx.measure(service_batch(ctx.service.url, tasks, limit_s=3 * ideal + 60))
             stats = fake.stats()
             run.calls = count_calls(stats, "/api/chat")
             run.extra["max_in_flight"] = stats["max_in_flight"]
@@ -158,7 +208,7 @@ def scheduling(ctx: Context) -> dict[str, Any]:
         with ctx.progress.step(f"1 scheduling N={n}: upstream style"):
             fake.reset()
             calls = [OpenAICall(FAKE_MODEL, upstream_messages(t), None, 0.3) for t in tasks]
-            run = asyncio.run(upstream_style(f"{fake.url}/v1", calls, limit_s=10 * ideal + 120))
+            run = ctx.measure(upstream_style(f"{fake.url}/v1", calls, limit_s=10 * ideal + 120))
             stats = fake.stats()
             run.calls = count_calls(stats, "/v1/chat/completions")
             run.extra.update(max_in_flight=stats["max_in_flight"], busy_503=stats["busy"])
@@ -167,7 +217,8 @@ def scheduling(ctx: Context) -> dict[str, Any]:
         if n <= plan.sequential_max_n:
             with ctx.progress.step(f"1 scheduling N={n}: sequential"):
                 fake.reset()
-                run = asyncio.run(direct_native(fake.url, bodies, 1, limit_s=2 * n * SCHED_LATENCY_S + 60))
+                limit = 2 * n * SCHED_LATENCY_S + 60
+                run = ctx.measure(direct_native(fake.url, bodies, 1, limit_s=limit))
                 row["sequential"] = run_dict(run)
         else:
             row["sequential"] = None
@@ -201,15 +252,16 @@ def overhead(ctx: Context) -> dict[str, Any]:
                 fake.reset()
                 before = {k: cpu_s(pid) for k, pid in pids.items()}
                 if who == "service":
-                    run = asyncio.run(service_batch(svc.url, tasks, limit_s=limit))
+                    run = ctx.measure(service_batch(svc.url, tasks, limit_s=limit))
                 else:
-                    run = asyncio.run(direct_native(fake.url, bodies, P, limit_s=limit))
+                    run = ctx.measure(direct_native(fake.url, bodies, P, limit_s=limit))
                 after = {k: cpu_s(pid) for k, pid in pids.items()}
                 stats = fake.stats()
                 run.calls = count_calls(stats, "/api/chat")
                 run.extra["max_in_flight"] = stats["max_in_flight"]
                 run.extra["tasks_per_s"] = n / run.wall_s
                 run.extra["cpu_ms_per_task"] = {k: 1000 * (after[k] - before[k]) / n for k in pids}
+                run.extra["cycle_ms"] = slot_cycle_ms(stats)
                 runs[who].append(run_dict(run))
 
     m = plan.latency_samples
@@ -331,7 +383,7 @@ def engine(ctx: Context) -> dict[str, Any]:
         return {"skipped": message}
 
     alias = model.name.removesuffix(".gguf")
-    tasks = make_tasks(ENGINE_LINES, prefix="line", target="en")
+    tasks = make_tasks(ENGINE_LINES[: plan.engine_lines], prefix="line", target="en")
     with ctx.progress.step("4 real engine: start llama-server and the services"):
         # The exact messages and cap the service sends, read back from the fake.
         ctx.fake.configure(latency_s=0.0, parallel=P)
@@ -366,12 +418,12 @@ def engine(ctx: Context) -> dict[str, Any]:
     with ctx.progress.step("4 real engine: warm-up"):
         asyncio.run(direct_openai(v1, calls[:P], P, limit))
 
-    contenders: dict[str, Callable[[], Run]] = {
-        "service": lambda: asyncio.run(service_batch(svc.url, tasks, limit)),
-        "service (1 call/line)": lambda: asyncio.run(service_batch(svc_one.url, tasks, limit)),
-        "tuned direct": lambda: asyncio.run(direct_openai(v1, calls, P, limit)),
-        "upstream style": lambda: asyncio.run(upstream_style(v1, calls, limit)),
-        "sequential": lambda: asyncio.run(direct_openai(v1, calls, 1, limit)),
+    contenders: dict[str, Callable[[], Coroutine[Any, Any, Run]]] = {
+        "service": lambda: service_batch(svc.url, tasks, limit),
+        "service (1 call/line)": lambda: service_batch(svc_one.url, tasks, limit),
+        "tuned direct": lambda: direct_openai(v1, calls, P, limit),
+        "upstream style": lambda: upstream_style(v1, calls, limit),
+        "sequential": lambda: direct_openai(v1, calls, 1, limit),
     }
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in ENGINE_CONTENDERS}
     for rep in range(plan.engine_runs):
@@ -379,7 +431,7 @@ def engine(ctx: Context) -> dict[str, Any]:
         order = ENGINE_CONTENDERS[rep % len(ENGINE_CONTENDERS) :] + ENGINE_CONTENDERS[: rep % len(ENGINE_CONTENDERS)]
         for name in order:
             with ctx.progress.step(f"4 real engine: {name} ({rep + 1}/{plan.engine_runs})"):
-                run = contenders[name]()
+                run = ctx.measure(contenders[name]())
                 if run.calls is None:
                     run.calls = len(calls)
                 runs[name].append(run_dict(run))
@@ -414,13 +466,13 @@ def repeats(ctx: Context) -> dict[str, Any]:
         svc = ctx.procs.service("service-cache", {**fake_settings(fake), "RETRANSLATE_CACHE_SIZE": "10000"})
     with ctx.progress.step("5 repeats: first request"):
         fake.reset()
-        first = asyncio.run(service_batch(svc.url, tasks, 120))
+        first = ctx.measure(service_batch(svc.url, tasks, 120))
         first.calls = count_calls(fake.stats(), "/api/chat")
     again: list[Run] = []
     for i in range(plan.cached_repeats):
         with ctx.progress.step(f"5 repeats: identical request ({i + 1}/{plan.cached_repeats})"):
             fake.reset()
-            run = asyncio.run(service_batch(svc.url, tasks, 120))
+            run = ctx.measure(service_batch(svc.url, tasks, 120))
             run.calls = count_calls(fake.stats(), "/api/chat")
             again.append(run)
     ctx.procs.stop(svc)
@@ -430,12 +482,12 @@ def repeats(ctx: Context) -> dict[str, Any]:
     dup_tasks = [{"task_id": f"dup-{i}", "source": lines[i % distinct], "target_language": "ko"} for i in range(n)]
     with ctx.progress.step("5 repeats: duplicates through the service"):
         fake.reset()
-        dup = asyncio.run(service_batch(ctx.service.url, dup_tasks, 120))
+        dup = ctx.measure(service_batch(ctx.service.url, dup_tasks, 120))
         dup.calls = count_calls(fake.stats(), "/api/chat")
     with ctx.progress.step("5 repeats: duplicates, upstream style"):
         fake.reset()
         up_calls = [OpenAICall(FAKE_MODEL, upstream_messages(t), None, 0.3) for t in dup_tasks]
-        up = asyncio.run(upstream_style(f"{fake.url}/v1", up_calls, 120))
+        up = ctx.measure(upstream_style(f"{fake.url}/v1", up_calls, 120))
         up.calls = count_calls(fake.stats(), "/v1/chat/completions")
     return {
         "latency_s": latency,
@@ -471,7 +523,8 @@ def run_all(plan: Plan, out: Path) -> dict[str, Any]:
             fake = Fake(procs.fake_ollama({"latency_s": 0.0, "parallel": P}))
             service = procs.service("service", fake_settings(fake))
             asyncio.run(service_batch(service.url, make_tasks(make_lines(100, seed=1)), 60))  # warm-up
-        ctx = Context(plan, procs, fake, service, progress)
+        ctx = Context(plan, procs, fake, service, progress, LoadMeter(procs))
+        whole = ctx.load.start()
         results: dict[str, Any] = {
             "machine": machine_info(),
             "mode": "quick" if plan.quick else "full",
@@ -485,6 +538,8 @@ def run_all(plan: Plan, out: Path) -> dict[str, Any]:
         scenarios["repeats"] = repeats(ctx)
         results["scenarios"] = scenarios
         results["notes"] = ctx.notes
+        results["other_load_pct"] = ctx.load.other_load_pct(whole)
+        results["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
         with progress.step("write the report"):
             procs.stop_all()
             results["duration_s"] = time.time() - started

@@ -173,3 +173,10 @@ def test_the_service_binds_loopback_by_default() -> None:
     assert make_settings().host == "127.0.0.1"
     with pytest.raises(httpx.HTTPError):
         httpx.get("http://127.0.0.1:1/health", timeout=0.5)
+
+
+def test_without_a_key_the_schema_claims_no_security(service: ServiceServer) -> None:
+    with service.client() as client:
+        schema = client.get("/openapi.json").json()
+    assert "securitySchemes" not in schema.get("components", {})
+    assert "security" not in schema["paths"]["/retranslate"]["post"]
