@@ -1,0 +1,121 @@
+"""Graceful shutdown of the real process (`python -m app`): SIGTERM during a batch."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+
+from tests.conftest import engine_available
+from tests.servers.fake_ollama_cli import write_fake_ollama_executable
+from tests.servers.service import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def wait_until(predicate, timeout_s: float = 60.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def start_service(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    full = {**os.environ, "RETRANSLATE_PORT": str(port), "RETRANSLATE_LOG_LEVEL": "WARNING", **env}
+    proc = subprocess.Popen([sys.executable, "-m", "app"], env=full, cwd=ROOT, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        try:
+            return httpx.get(f"{url}/ready", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    if not wait_until(ready, 180):
+        proc.kill()
+        pytest.fail("the service did not become ready")
+    return proc, url
+
+
+def test_sigterm_mid_batch_finishes_in_flight_fails_the_rest_and_stops_ollama(tmp_path: Path) -> None:
+    ollama = write_fake_ollama_executable(tmp_path)
+    ollama_port = free_port()
+    proc, url = start_service(
+        {
+            "RETRANSLATE_OLLAMA_URL": f"http://127.0.0.1:{ollama_port}",
+            "RETRANSLATE_AUTOSTART_OLLAMA": "true",
+            "RETRANSLATE_OLLAMA_BINARY": str(ollama),
+            "RETRANSLATE_MAX_CONCURRENCY": "2",
+            "RETRANSLATE_SHUTDOWN_GRACE_S": "20",
+            "FAKE_OLLAMA_CONFIG": json.dumps({"latency_s": 1.0}),
+        }
+    )
+    try:
+        ollama_pid = httpx.get(f"{url}/health", timeout=5).json()["backend"]["ollama"]["pid"]
+        assert ollama_pid
+        assert psutil.pid_exists(ollama_pid)
+        answer: dict[str, Any] = {}
+        tasks = [{"task_id": f"s{i}", "source": f"关机第{i}句", "target_language": "ko"} for i in range(10)]
+
+        def run_batch() -> None:
+            answer["response"] = httpx.post(f"{url}/retranslate", json={"tasks": tasks}, timeout=120)
+
+        runner = threading.Thread(target=run_batch)
+        runner.start()
+        stats = f"http://127.0.0.1:{ollama_port}/_fake/stats"
+        assert wait_until(lambda: httpx.get(stats, timeout=2).json()["in_flight"] >= 2, 20)
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        runner.join(60)
+        assert proc.wait(30) in (0, -signal.SIGTERM)
+        shutdown_s = time.monotonic() - started
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    response = answer["response"]
+    assert response.status_code == 200
+    results = response.json()["results"]
+    assert [r["task_id"] for r in results] == [t["task_id"] for t in tasks]
+    done = [r for r in results if r["success"]]
+    stopped = [r for r in results if not r["success"]]
+    assert len(done) >= 2  # the calls in flight at SIGTERM finished
+    assert stopped
+    assert all("shutting down" in r["error"] and r["translation"] is None for r in stopped)
+    assert shutdown_s < 20
+    # The Ollama the service started is stopped with it: no orphan.
+    assert wait_until(lambda: gone(ollama_pid), 15)
+
+
+def test_sigterm_stops_the_embedded_llama_server() -> None:
+    if not engine_available():
+        pytest.skip("the embedded extra is not installed")
+    proc, url = start_service({"RETRANSLATE_BACKEND": "embedded", "RETRANSLATE_MAX_CONCURRENCY": "2"})
+    try:
+        server_pid = httpx.get(f"{url}/health", timeout=5).json()["backend"]["embedded"]["pid"]
+        assert psutil.pid_exists(server_pid)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) in (0, -signal.SIGTERM)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert wait_until(lambda: gone(server_pid), 15)
