@@ -382,8 +382,9 @@ async def translate_via_service(
     batch: Batch, config: Config, args: argparse.Namespace, deadline: Deadline, url: str
 ) -> Outcome:
     """The same work, sent to a running service (`POST /retranslate/stream` for progress)."""
-    api_key = os.environ.get("RETRANSLATE_API_KEY")
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    # The service's own setting (environment or .env), so one key configures both.
+    key = get_settings().api_key
+    headers = {"Authorization": f"Bearer {key.get_secret_value()}"} if key else {}
     outcome = Outcome()
     timeout = httpx.Timeout(deadline.remaining(), connect=5.0)
     async with httpx.AsyncClient(base_url=url.rstrip("/"), headers=headers, timeout=timeout) as client:

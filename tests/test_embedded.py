@@ -6,8 +6,11 @@ translation quality.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -228,3 +231,44 @@ def test_auto_without_ollama_uses_embedded_only_with_a_model_path() -> None:
     assert health["backend"]["embedded"]["demo_model"] is False  # the user chose this file
     assert body["backend"] == "embedded"
     assert body["summary"]["total"] == 2
+
+
+def _run_cli(tmp_path, *flags: str) -> tuple[int, str]:
+    config = tmp_path / "config.json"
+    config.write_text(
+        json.dumps(
+            {
+                "tasks": [
+                    {"task_id": f"retrans-{i}", "source": s, "target_language": "英语"} for i, s in enumerate(EASY[:2])
+                ],
+                "num_processes": 1,
+            }
+        ),
+        encoding="utf-8",
+    )
+    env = {**os.environ, "RETRANSLATE_BACKEND": "embedded", "RETRANSLATE_MAX_CONCURRENCY": "2"}
+    done = subprocess.run(
+        [sys.executable, "-m", "app.cli", str(config), *flags],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=600, check=False,
+    )  # fmt: skip
+    return done.returncode, done.stdout.decode("utf-8", "replace")
+
+
+def _live_caller_list(out: str) -> list[dict[str, Any]]:
+    """The editor's live caller: the last line starting with `[`, parsed to the end."""
+    lines = out.splitlines()
+    start = max(i for i, line in enumerate(lines) if line.startswith("["))
+    parsed: list[dict[str, Any]] = json.loads("\n".join(lines[start:]))
+    return parsed
+
+
+def test_the_cli_never_hands_the_demo_models_output_to_the_editor(tmp_path) -> None:
+    if not engine_available():
+        pytest.skip("the embedded extra is not installed")
+    code, out = _run_cli(tmp_path)
+    assert code == 0
+    assert "demo" in out.lower()
+    assert _live_caller_list(out) == []
+    code, out = _run_cli(tmp_path, "--allow-demo")
+    assert code == 0
+    assert all(item["translation"] for item in _live_caller_list(out))
