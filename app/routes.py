@@ -166,20 +166,8 @@ async def translate_text(
     item = response.results[0]
     if not item.success or item.translation is None:
         raise TranslationFailed(f"translation failed: {item.error}")
-    return TranslateTextResponse(
-        translation=item.translation,
-        elapsed=item.elapsed,
-        source=item.source,
-        model=response.model,
-        backend=response.backend,
-        attempts=item.attempts,
-        length=item.length,
-        length_unit=item.length_unit,
-        length_budget=item.length_budget,
-        within_budget=item.within_budget,
-        warnings=item.warnings,
-        cached=item.cached,
-    )
+    shared = item.model_dump(exclude={"task_id", "success", "error"})
+    return TranslateTextResponse(**shared, model=response.model, backend=response.backend)
 
 
 @ops.get("/health", response_model=HealthResponse, summary="Backend, model and readiness (always 200)")

@@ -5,26 +5,18 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import psutil
 
 from tests.conftest import make_settings
+from tests.helpers import gone
+from tests.helpers import wait_until as wait_for
 from tests.servers.fake_ollama import FakeOllama
 from tests.servers.fake_ollama_cli import write_fake_ollama_executable
 from tests.servers.service import ServiceServer, free_port
 
 ONE_TASK = {"tasks": [{"task_id": "t", "source": "大哥", "target_language": "ko"}]}
-
-
-def wait_for(predicate, timeout_s: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_ollama_down_then_started_needs_no_restart() -> None:
@@ -70,7 +62,7 @@ def test_autostart_spawns_ollama_with_our_parallelism_and_stops_only_it(tmp_path
             assert client.post("/retranslate", json=ONE_TASK).json()["results"][0]["success"] is True
     finally:
         service.stop()
-    assert wait_for(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
+    assert wait_for(lambda: gone(pid))
     # The Ollama we did not start (the session's fake) is untouched.
     assert fake.stats() is not None
     import httpx

@@ -7,12 +7,9 @@ from pathlib import Path
 
 from app.cache import ResultCache, cache_key
 from tests.conftest import ServiceFactory, make_settings
+from tests.helpers import chat_calls
 from tests.servers.fake_ollama import FakeOllama
 from tests.servers.service import ServiceServer
-
-
-def chat_calls(fake: FakeOllama) -> int:
-    return sum(1 for r in fake.stats()["requests"] if r["path"] == "/api/chat")
 
 
 def lines(n: int, prefix: str = "缓存") -> dict:

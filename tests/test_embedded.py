@@ -13,15 +13,15 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import psutil
 import pytest
 
 from app.embedded import demo_model_path
 from tests.conftest import ENGINE, engine_available, make_settings
+from tests.helpers import gone, wait_until
 from tests.servers.service import ServiceServer, free_port
 
 LINES = ["大哥", "是个小包工头", "今天下雨了", "我们走吧", "谢谢你", "他很高兴", "这是我的书", "明天见"]
@@ -31,15 +31,6 @@ EASY = ["这是我的书", "他很高兴", "今天下雨了", "谢谢你"]
 
 def en_tasks(sources: list[str], prefix: str = "e") -> dict:
     return {"tasks": [{"task_id": f"{prefix}{i}", "source": s, "target_language": "en"} for i, s in enumerate(sources)]}
-
-
-def wait_until(predicate: Callable[[], bool], timeout_s: float = 60.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 def idle(service: ServiceServer) -> bool:
@@ -178,7 +169,7 @@ def test_a_killed_server_is_restarted_and_nothing_is_lost(own_engine_service: Se
     health = embedded_health(own_engine_service)
     assert health["restarts"] == 1
     assert health["pid"] != old_pid
-    assert not psutil.pid_exists(old_pid) or psutil.Process(old_pid).status() == psutil.STATUS_ZOMBIE
+    assert gone(old_pid)
     assert wait_until(lambda: idle(own_engine_service))
     with own_engine_service.client(timeout=600) as client:
         again = client.post("/retranslate", json=en_tasks(EASY, "k2")).json()

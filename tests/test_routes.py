@@ -8,6 +8,7 @@ import httpx
 import pytest
 
 from tests.conftest import ServiceFactory
+from tests.helpers import chat_requests
 from tests.servers.fake_ollama import FakeOllama
 from tests.servers.service import ServiceServer
 
@@ -21,10 +22,6 @@ UPSTREAM_CONFIG = {
     "max_length": 100,
     "output_file": "/tmp/should-never-be-written.srt",
 }
-
-
-def chat_requests(fake: FakeOllama) -> list[dict]:
-    return [r for r in fake.stats()["requests"] if r["path"] in ("/api/chat", "/v1/chat/completions")]
 
 
 def test_upstream_payload_is_accepted_and_every_item_comes_back(service: ServiceServer, fake_clean: FakeOllama) -> None:

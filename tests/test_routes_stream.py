@@ -5,26 +5,13 @@ from __future__ import annotations
 import json
 import socket
 import time
-from collections.abc import Callable
 
 import pytest
 
 from tests.conftest import ServiceFactory
+from tests.helpers import chat_requests, wait_until
 from tests.servers.fake_ollama import FakeOllama
 from tests.servers.service import ServiceServer
-
-
-def wait_until(predicate: Callable[[], bool], timeout_s: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
-
-
-def chat_requests(fake: FakeOllama) -> list[dict]:
-    return [r for r in fake.stats()["requests"] if r["path"] == "/api/chat"]
 
 
 def test_stream_sends_each_item_as_it_finishes_then_a_summary(service: ServiceServer, fake_clean: FakeOllama) -> None:

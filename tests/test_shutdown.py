@@ -17,26 +17,11 @@ import psutil
 import pytest
 
 from tests.conftest import engine_available
+from tests.helpers import gone, wait_until
 from tests.servers.fake_ollama_cli import write_fake_ollama_executable
 from tests.servers.service import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def wait_until(predicate, timeout_s: float = 60.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
-
-
-def gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 def start_service(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:

@@ -8,11 +8,8 @@ import time
 import httpx
 
 from tests.conftest import ServiceFactory
+from tests.helpers import chat_calls
 from tests.servers.fake_ollama import FakeOllama
-
-
-def chat_calls(fake: FakeOllama) -> int:
-    return sum(1 for r in fake.stats()["requests"] if r["path"] == "/api/chat")
 
 
 def test_repeats_within_a_request_cost_one_call(service_factory: ServiceFactory, fake_clean: FakeOllama) -> None:
