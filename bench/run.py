@@ -416,7 +416,8 @@ def engine(ctx: Context) -> dict[str, Any]:
 
     limit = 600.0
     with ctx.progress.step("4 real engine: warm-up"):
-        asyncio.run(direct_openai(v1, calls[:P], P, limit))
+        # Every prompt once: llama-server's slots then hold the shared prefix for whoever comes first.
+        asyncio.run(direct_openai(v1, calls, P, limit))
 
     contenders: dict[str, Callable[[], Coroutine[Any, Any, Run]]] = {
         "service": lambda: service_batch(svc.url, tasks, limit),
@@ -531,12 +532,18 @@ def run_all(plan: Plan, out: Path) -> dict[str, Any]:
             "plan": asdict(plan),
         }
         scenarios: dict[str, Any] = {}
-        scenarios["scheduling"] = scheduling(ctx)
-        scenarios["overhead"] = overhead(ctx)
-        scenarios["memory"] = memory(ctx)
-        scenarios["engine"] = engine(ctx)
-        scenarios["repeats"] = repeats(ctx)
         results["scenarios"] = scenarios
+        out.mkdir(parents=True, exist_ok=True)
+        for name, scenario in (
+            ("scheduling", scheduling),
+            ("overhead", overhead),
+            ("memory", memory),
+            ("engine", engine),
+            ("repeats", repeats),
+        ):
+            scenarios[name] = scenario(ctx)
+            # Kept as it goes: an interrupted run still leaves what it measured.
+            (out / "results.partial.json").write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n")
         results["notes"] = ctx.notes
         results["other_load_pct"] = ctx.load.other_load_pct(whole)
         results["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
@@ -544,7 +551,7 @@ def run_all(plan: Plan, out: Path) -> dict[str, Any]:
             procs.stop_all()
             results["duration_s"] = time.time() - started
             results["targets"] = targets(scenarios)
-            out.mkdir(parents=True, exist_ok=True)
+            (out / "results.partial.json").unlink(missing_ok=True)
             (out / "results.json").write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n")
             write_chart(results, out / "results.png")
             write_markdown(results, out / "results.md", chart="results.png")
@@ -560,6 +567,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("bench/out"), help="output directory (default: bench/out)")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _on_sigterm)
+    # Ctrl-C even when started from a shell that ignores SIGINT for background jobs.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         results = run_all(Plan.make(args.quick), args.out)
     except KeyboardInterrupt:
