@@ -14,8 +14,10 @@ import contextlib
 import importlib
 import importlib.metadata
 import logging
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -65,6 +67,15 @@ def llama_server_binary() -> Path:
     return Path(module.get_binary_path())
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: ask Linux to SIGTERM llama-server if the service dies without stopping
+    it (a crash or SIGKILL), so a model never stays in memory with nobody to stop it."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -86,6 +97,7 @@ class EmbeddedServer:
         self._lock = asyncio.Lock()
         self._watchdog: asyncio.Task[None] | None = None
         self._stopping = False
+        self._spawned: list[subprocess.Popen[bytes]] = []
         self.log_path = Path(tempfile.gettempdir()) / f"retranslate-llama-server-{id(self)}.log"
 
     @property
@@ -162,7 +174,11 @@ class EmbeddedServer:
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
             )
+        # Every process we ever started, so that stop() leaves none behind whatever interleaving of
+        # restart and shutdown happened.
+        self._spawned.append(self._proc)
         deadline = time.monotonic() + self._settings.embedded_start_timeout_s
         async with httpx.AsyncClient(timeout=2.0) as http:
             while time.monotonic() < deadline:
@@ -202,7 +218,9 @@ class EmbeddedServer:
             self._watchdog.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watchdog
-        proc, self._proc = self._proc, None
-        if proc is not None:
-            log.info("stopping llama-server (pid %s)", proc.pid)
-            await stop_process(proc, 10.0)
+        self._proc = None
+        for proc in self._spawned:
+            if proc.poll() is None:
+                log.info("stopping llama-server (pid %s)", proc.pid)
+                await stop_process(proc, 10.0)
+        self._spawned.clear()

@@ -18,7 +18,7 @@ _bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <RETR
 _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="`X-API-Key: <RETRANSLATE_API_KEY>`")
 
 
-def require_api_key(
+async def require_api_key(
     request: Request,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     header_key: Annotated[str | None, Depends(_api_key_header)],
