@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import httpx
 import httpx2
 import openai
@@ -84,7 +85,12 @@ class Supervisor:
             max_keepalive_connections=settings.max_concurrency + 8,
         )
         self.http = httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(settings.request_timeout_s, connect=5.0))
-        self.ollama = OllamaClient(self.http, settings.ollama_url, settings.keep_alive)
+        self.chat_session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(
+                limit=settings.max_concurrency + 8, limit_per_host=settings.max_concurrency + 8
+            )
+        )
+        self.ollama = OllamaClient(self.http, self.chat_session, settings.ollama_url, settings.keep_alive)
         self._allow_autostart = allow_autostart and settings.autostart_ollama
         self.ollama_process: OllamaProcess | None = None
         self.embedded: EmbeddedServer | None = None
@@ -138,6 +144,7 @@ class Supervisor:
             await self.ollama_process.stop()
         if self._openai is not None:
             await self._openai.close()
+        await self.chat_session.close()
         await self.http.aclose()
 
     def _describe(self) -> str:

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import aiohttp
 import httpx
 import openai
 
@@ -51,8 +52,8 @@ class ChatClient(Protocol):
     ) -> ChatReply: ...
 
 
-def _retry_after(headers: httpx.Headers) -> float | None:
-    value = headers.get("retry-after")
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    value = headers.get("retry-after") or headers.get("Retry-After")
     if value is None:
         return None
     try:
@@ -61,11 +62,12 @@ def _retry_after(headers: httpx.Headers) -> float | None:
         return None  # an HTTP date: rare from local servers; fall back to our own backoff
 
 
-def _error_text(response: httpx.Response) -> str:
+def _error_text(content: bytes, reason: str) -> str:
+    """The message in an error body: Ollama's `{"error": "..."}` or OpenAI's `{"error": {"message"}}`."""
     try:
-        body = response.json()
+        body = json.loads(content)
     except ValueError:
-        return response.text[:200] or response.reason_phrase
+        return content[:200].decode("utf-8", "replace") or reason
     if isinstance(body, dict):
         error = body.get("error", body)
         if isinstance(error, dict):
@@ -105,8 +107,13 @@ class OllamaClient:
     hybrid models and `keep_alive`, and it reports `thinking` and `done_reason` explicitly.
     """
 
-    def __init__(self, http: httpx.AsyncClient, base_url: str, keep_alive: str | None) -> None:
+    def __init__(
+        self, http: httpx.AsyncClient, chat_session: aiohttp.ClientSession, base_url: str, keep_alive: str | None
+    ) -> None:
         self._http = http
+        # The hot path (one call per line) goes through aiohttp: httpx cost ~2 ms of CPU per call here,
+        # which capped the service near 400 lines/s; aiohttp about a third of that (bench/RESULTS.md).
+        self._chat_session = chat_session
         self.base_url = base_url
         self._keep_alive = keep_alive
 
@@ -118,7 +125,11 @@ class OllamaClient:
         async with _translated_httpx_errors(f"{method} {url}"):
             response = await self._http.request(method, url, **extra, **kwargs)
         if response.status_code >= 400:
-            raise error_for_status(response.status_code, _error_text(response), _retry_after(response.headers))
+            raise error_for_status(
+                response.status_code,
+                _error_text(response.content, response.reason_phrase),
+                _retry_after(response.headers),
+            )
         return response
 
     @staticmethod
@@ -167,7 +178,9 @@ class OllamaClient:
         ):
             if response.status_code >= 400:
                 await response.aread()
-                raise error_for_status(response.status_code, _error_text(response), None)
+                raise error_for_status(
+                    response.status_code, _error_text(response.content, response.reason_phrase), None
+                )
             async for line in response.aiter_lines():
                 if not line.strip():
                     continue
@@ -196,8 +209,25 @@ class OllamaClient:
         }
         if self._keep_alive is not None:
             payload["keep_alive"] = self._keep_alive
-        response = await self._request("POST", "/api/chat", json=payload, timeout_s=timeout_s)
-        body = self._json(response)
+        url = f"{self.base_url}/api/chat"
+        try:
+            async with self._chat_session.post(
+                url, json=payload, timeout=aiohttp.ClientTimeout(total=timeout_s, sock_connect=5.0)
+            ) as response:
+                content = await response.read()
+                status, reason, headers = response.status, response.reason or "", response.headers
+        except TimeoutError as exc:  # aiohttp's own timeout (ours cancel the task instead)
+            raise BackendTimeout(f"POST {url} timed out after {timeout_s:g} s") from exc
+        except aiohttp.ClientError as exc:
+            raise BackendConnectionError(f"POST {url} failed: {type(exc).__name__}: {exc}") from exc
+        if status >= 400:
+            raise error_for_status(status, _error_text(content, reason), _retry_after(headers))
+        try:
+            body = json.loads(content)
+        except ValueError as exc:
+            raise BackendServerError(f"backend sent a body that is not JSON: {exc}") from exc
+        if not isinstance(body, dict):
+            raise BackendServerError("backend sent JSON that is not an object")
         message = body.get("message") or {}
         return ChatReply(
             content=str(message.get("content") or ""),
@@ -235,9 +265,7 @@ class OpenAICompatClient:
         if isinstance(exc, openai.APIConnectionError):
             return BackendConnectionError(f"backend connection failed: {exc}")
         if isinstance(exc, openai.APIStatusError):
-            return error_for_status(
-                exc.status_code, str(exc.message), _retry_after(httpx.Headers(dict(exc.response.headers)))
-            )
+            return error_for_status(exc.status_code, str(exc.message), _retry_after(exc.response.headers))
         return BackendServerError(f"backend answered something unusable: {exc}")
 
     async def chat(
