@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import statistics
 import time
@@ -18,6 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import httpx
 import openai
 
@@ -135,23 +137,24 @@ async def service_batch(url: str, tasks: Sequence[dict[str, str]], limit_s: floa
 
 
 async def direct_native(url: str, bodies: Sequence[dict[str, Any]], parallel: int, limit_s: float) -> Run:
-    """Tuned direct on Ollama's native /api/chat, with httpx like the service: one shared client, a pool
-    sized to the bound, at most `parallel` calls in flight, no retries."""
+    """Tuned direct on Ollama's native /api/chat, with aiohttp like the service: one shared session, a
+    pool sized to the bound, at most `parallel` calls in flight, no retries."""
 
     async def go() -> Run:
-        limits = httpx.Limits(max_connections=parallel + 4, max_keepalive_connections=parallel + 4)
         gate = asyncio.Semaphore(parallel)
         errors: list[str] = []
-        async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(limit_s, connect=5.0)) as client:
+        connector = aiohttp.TCPConnector(limit=parallel + 4, limit_per_host=parallel + 4)
+        timeout = aiohttp.ClientTimeout(total=limit_s, sock_connect=5.0)
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
 
             async def one(body: dict[str, Any]) -> bool:
                 async with gate:
                     try:
-                        response = await client.post(f"{url}/api/chat", json=body)
-                        response.raise_for_status()
-                        response.json()
+                        async with session.post(f"{url}/api/chat", json=body) as response:
+                            response.raise_for_status()
+                            json.loads(await response.read())
                         return True
-                    except httpx.HTTPError as exc:
+                    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
                         errors.append(f"{type(exc).__name__}: {exc}")
                         return False
 
