@@ -7,6 +7,7 @@ whenever a change here could change an answer.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -59,6 +60,18 @@ def _user_block(lang: Language, budget: int | None) -> list[str]:
     return parts
 
 
+@functools.cache
+def _preamble(lang: Language) -> tuple[Message, ...]:
+    """The rules and the worked examples: the same for every line of a language, so built once."""
+    system = _SYSTEM.format(language=lang.english, script_rule=lang.script_rule)
+    messages: list[Message] = [{"role": "system", "content": system}]
+    for example_source, example_answer in zip(FEW_SHOT_SOURCES, lang.examples, strict=True):
+        example = [*_user_block(lang, None), f"<source>\n{example_source}\n</source>"]
+        messages.append({"role": "user", "content": "\n\n".join(example)})
+        messages.append({"role": "assistant", "content": json.dumps({"tr": example_answer}, ensure_ascii=False)})
+    return tuple(messages)
+
+
 def build_messages(
     source: str,
     lang: Language,
@@ -67,12 +80,7 @@ def build_messages(
     context: Sequence[str] | None = None,
 ) -> list[Message]:
     """The first ask for one line: the rules (system), two worked examples, then the line as data."""
-    system = _SYSTEM.format(language=lang.english, script_rule=lang.script_rule)
-    messages: list[Message] = [{"role": "system", "content": system}]
-    for example_source, example_answer in zip(FEW_SHOT_SOURCES, lang.examples, strict=True):
-        example = [*_user_block(lang, None), f"<source>\n{example_source}\n</source>"]
-        messages.append({"role": "user", "content": "\n\n".join(example)})
-        messages.append({"role": "assistant", "content": json.dumps({"tr": example_answer}, ensure_ascii=False)})
+    messages = [dict(m) for m in _preamble(lang)]  # copies: callers may extend or alter their own list
     parts = _user_block(lang, budget)
     if glossary:
         terms = "\n".join(f"{_fence(k)} = {_fence(v)}" for k, v in glossary.items())

@@ -18,6 +18,9 @@ The output is the CLI's (app/cli.py): progress lines, a summary, the model line,
 FINAL RESULTS (JSON) line and the list again, last; nothing after it. Failed items are left out unless
 --include-failed; exit code 0 whenever the list was printed (--strict: 1 when an item failed). The config's
 output_file is never written.
+
+Some helpers here (output sealing, list printing, model choice) mirror app/cli.py on purpose: this file
+cannot import the service's package. Change both together; tests/scripts/ checks they print the same way.
 """
 
 import argparse
