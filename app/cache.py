@@ -9,6 +9,7 @@ fail a request or the startup.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -79,11 +80,28 @@ class ResultCache:
         return self._memory.get(key)
 
     async def put(self, key: str, value: CachedValue) -> None:
+        """Store a result. Never raises: what cannot be serialised (or written) is not stored."""
         if not self._enabled:
+            return
+        try:
+            text = json.dumps(value, ensure_ascii=False)
+            text.encode("utf-8")
+        except (TypeError, ValueError) as exc:
+            log.warning("not caching a result that cannot be serialised: %s", exc)
             return
         self._memory[key] = value
         if self._db is not None:
-            await asyncio.to_thread(self._write, key, json.dumps(value, ensure_ascii=False))
+            try:
+                await asyncio.to_thread(self._write, key, text)
+            except Exception:  # a write task's failure must never be left unobserved
+                log.exception("cache write failed")
+
+    def discard(self, key: str) -> None:
+        self._memory.pop(key, None)
+        if self._db is not None:
+            with self._db_lock, contextlib.suppress(sqlite3.Error):
+                self._db.execute("DELETE FROM results WHERE key = ?", (key,))
+                self._db.commit()
 
     def _write(self, key: str, value: str) -> None:
         with self._db_lock:

@@ -10,9 +10,8 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from app.backend import Supervisor
+from app.service import Engine
 from app.settings import Settings
-from app.translator import Translator
 
 
 async def _settings(request: Request) -> Settings:
@@ -20,16 +19,10 @@ async def _settings(request: Request) -> Settings:
     return settings
 
 
-async def _supervisor(request: Request) -> Supervisor:
-    supervisor: Supervisor = request.app.state.supervisor
-    return supervisor
-
-
-async def _translator(request: Request) -> Translator:
-    translator: Translator = request.app.state.translator
-    return translator
+async def _engine(request: Request) -> Engine:
+    engine: Engine = request.app.state.engine
+    return engine
 
 
 SettingsDep = Annotated[Settings, Depends(_settings)]
-SupervisorDep = Annotated[Supervisor, Depends(_supervisor)]
-TranslatorDep = Annotated[Translator, Depends(_translator)]
+EngineDep = Annotated[Engine, Depends(_engine)]

@@ -1,4 +1,4 @@
-"""Dubbing fitness: the editor's own length counters, length budgets and target-script checks.
+"""Dubbing fitness: the editor's own length counters, length budgets, and the rules an answer must keep.
 
 Pure functions. Lengths are counted exactly as LocalClip-Editor counts them (quirks included), because the
 editor's count decides whether it picks a line for re-translation again.
@@ -11,20 +11,16 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 
-from app.languages import Language
+import regex
+
+from app import langid
+from app.languages import Language, resolve_language
 
 # The editor's ideograph range for a source line (CJK Unified Ideographs only).
 _SOURCE_IDEOGRAPH = re.compile(r"[\u4e00-\u9fff]")
+# The editor's counters (their ranges, quirks included), not script checks: see the rules below.
 _HANGUL = re.compile(r"[\uac00-\ud7af\u1100-\u11ff\u3130-\u318f]")
-_KANA = re.compile(r"[\u3040-\u30ff]")
 _JA_COUNTED = re.compile(r"[\u3040-\u30ff\u4e00-\u9fff\u3400-\u4dbf]")
-# Hanzi/kanji as a script check (wider than the editor's counter: extension A and compatibility forms too).
-_HAN = re.compile(r"[\u4e00-\u9fff\u3400-\u4dbf\uf900-\ufaff]")
-# Anything CJK: Han, kana, Hangul, CJK punctuation and full-width forms.
-_ANY_CJK = re.compile(
-    r"[\u4e00-\u9fff\u3400-\u4dbf\uf900-\ufaff\u3040-\u30ff\uac00-\ud7af\u1100-\u11ff"
-    r"\u3130-\u318f\u3000-\u303f\uff00-\uffef]"
-)
 _NOT_ASCII_WORD = re.compile(r"[^A-Za-z0-9 ]")
 
 
@@ -65,22 +61,92 @@ def length_budget(source: str, lang: Language, max_length: int | None) -> int | 
     return math.floor(lang.editor_ratio * ideographs + 1e-9)
 
 
-HARD_RULES = {
-    "hanzi_in_korean": "the Korean answer contains Hanzi (Chinese characters)",
-    "no_hangul": "the Korean answer contains no Hangul",
-    "cjk_in_latin": "the answer contains CJK characters, which the target language does not use",
-    "not_japanese": "the answer has Chinese characters but no kana: it is Chinese, not Japanese",
-    "untranslated": "the answer repeats the Chinese source untranslated",
-}
+# --- the rules an answer must keep -----------------------------------------------------------------------
 
-# What a re-ask tells the model about each broken rule.
-REASK_HINTS = {
-    "hanzi_in_korean": "It contains Chinese characters (Hanzi). Write it in Hangul only.",
-    "no_hangul": "It is not Korean. Write it in Korean, in Hangul.",
-    "cjk_in_latin": "It contains Chinese/Japanese/Korean characters. Use only the Latin alphabet.",
-    "not_japanese": "It is Chinese, not Japanese. Write natural Japanese with kana.",
-    "untranslated": "It repeats the Chinese line instead of translating it. Translate it.",
-}
+# Scripts by Unicode property (the `regex` module): every Han block (extensions, compatibility forms) is
+# Han, whatever its code point. Characters of the Common and Inherited scripts (digits, punctuation,
+# symbols, combining marks, the prolonged sound mark) are allowed in every language.
+_SCRIPT_HAN = regex.compile(r"\p{Script=Han}")
+_SCRIPT_HANGUL = regex.compile(r"\p{Script=Hangul}")
+_SCRIPT_KANA = regex.compile(r"[\p{Script=Hiragana}\p{Script=Katakana}]")
+_SCRIPT_LATIN_WORD = regex.compile(r"\p{Script=Latin}+")
+_SCRIPT_LATIN = regex.compile(r"\p{Script=Latin}")
+_SCRIPT_OTHER = regex.compile(
+    r"[^\p{Script=Common}\p{Script=Inherited}\p{Script=Latin}\p{Script=Han}\p{Script=Hangul}"
+    r"\p{Script=Hiragana}\p{Script=Katakana}]"
+)
+# A Japanese line of kanji only is fine when it is this short (大丈夫, 了解, 本当); longer, it is Chinese
+# (a four-character Chinese phrase is the commonest wrong answer).
+MAX_KANJI_ONLY = 3
+# Latin tokens in a Korean or Japanese line (names, OK, TV): at most this many words, or fewer Latin
+# letters than Korean/Japanese ones.
+MAX_LATIN_WORDS = 2
+
+
+@dataclass(frozen=True)
+class Rule:
+    code: str
+    languages: str
+    counts: str
+    hard: bool
+    # Why an item failed (its error), and what a re-ask tells the model; {language}, {detected} and
+    # {scripts} are filled in.
+    message: str
+    hint: str
+
+
+RULES: dict[str, Rule] = {
+    rule.code: rule
+    for rule in (
+        Rule("no_hangul", "ko", "no Hangul letter at all", True,
+             "the Korean answer contains no Hangul", "It is not Korean. Write it in Korean, in Hangul."),
+        Rule("hanzi_in_korean", "ko", "any Han ideograph, of any block (extensions and compatibility forms included)",
+             True, "the Korean answer contains Hanzi (Chinese characters)",
+             "It contains Chinese characters (Hanzi). Write it in Hangul only."),
+        Rule("kana_in_korean", "ko", "any hiragana or katakana", True,
+             "the Korean answer contains Japanese kana", "It contains Japanese kana. Write it in Hangul only."),
+        Rule("no_japanese", "ja", "neither kana nor kanji (Latin letters or symbols only)", True,
+             "the Japanese answer is not written in Japanese", "It is not Japanese. Write it in Japanese, with kana."),
+        Rule("not_japanese", "ja", f"kanji without any kana, more than {MAX_KANJI_ONLY} of them (a short all-kanji "
+             "line such as 大丈夫 is fine)", True,
+             "the answer has Chinese characters but no kana: it is Chinese, not Japanese",
+             "It is Chinese, not Japanese. Write natural Japanese with kana."),
+        Rule("hangul_in_japanese", "ja", "any Hangul", True,
+             "the Japanese answer contains Korean Hangul", "It contains Korean Hangul. Write it in Japanese."),
+        Rule("mostly_latin", "ko, ja", f"more than {MAX_LATIN_WORDS} Latin words and more Latin letters than "
+             "Korean/Japanese ones (names, OK, TV stay allowed)", True,
+             "the answer is mostly in the Latin alphabet, not in {language}",
+             "It is mostly in the Latin alphabet. Write it in {language}; keep only names in Latin letters."),
+        Rule("cjk_in_latin", "en, fr, de, es, id", "any Han, kana or Hangul", True,
+             "the answer contains CJK characters, which the target language does not use",
+             "It contains Chinese/Japanese/Korean characters. Use only the Latin alphabet."),
+        Rule("other_script", "all", "letters of a script the language does not use (Cyrillic, Arabic, Bopomofo, "
+             "Thai, ...)", True, "the answer contains letters of another script ({scripts})",
+             "It contains letters of another script ({scripts}). Write it in {language} only."),
+        Rule("wrong_language", "en, fr, de, es, id", f"{langid.MIN_WORDS}+ words that the language identifier, "
+             f"restricted to these five, gives to another of them with probability ≥ {langid.MIN_PROBABILITY}",
+             True, "the answer is in {detected}, not {language}",
+             "It is written in {detected}, not {language}. Write it in {language}."),
+        Rule("untranslated", "all", "the Chinese source repeated (letters and digits compared)", True,
+             "the answer repeats the Chinese source untranslated",
+             "It repeats the Chinese line instead of translating it. Translate it."),
+        Rule("over_budget", "all", "longer than the line's budget in the editor's own unit", False,
+             "the answer is longer than its budget", "Make it shorter."),
+        Rule("kanji_in_japanese", "ja", "any kanji (the prompt asks for kana)", False,
+             "the Japanese answer uses kanji", "Prefer kana."),
+    )
+}  # fmt: skip
+HARD_RULES = {code: rule.message for code, rule in RULES.items() if rule.hard}
+REASK_HINTS = {code: rule.hint for code, rule in RULES.items() if rule.hard}
+
+
+def rules_table() -> str:
+    """The README's rule table, generated from RULES (`python -m app.dubbing`)."""
+    lines = ["| rule | languages | what counts | kind |", "|---|---|---|---|"]
+    for rule in RULES.values():
+        kind = "hard: re-asked, then the item fails" if rule.hard else "soft: a warning"
+        lines.append(f"| `{rule.code}` | {rule.languages} | {rule.counts} | {kind} |")
+    return "\n".join(lines)
 
 
 @dataclass
@@ -93,6 +159,8 @@ class Fitness:
     within_budget: bool | None
     hard_failures: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # Filled into the rules' messages and hints: detected language, scripts found.
+    details: dict[str, str] = field(default_factory=dict)
 
     @property
     def script_ok(self) -> bool:
@@ -100,46 +168,92 @@ class Fitness:
 
     @property
     def acceptable(self) -> bool:
-        """Good enough to stop asking: script rules hold and the budget (if any) is met."""
+        """Good enough to stop asking: the hard rules hold and the budget (if any) is met."""
         return self.script_ok and self.within_budget is not False
+
+    def reasons(self, lang: Language) -> str:
+        return "; ".join(
+            RULES[code].message.format(language=lang.english, **self.details) for code in self.hard_failures
+        )
+
+    def hints(self, lang: Language) -> list[str]:
+        return [RULES[code].hint.format(language=lang.english, **self.details) for code in self.hard_failures]
 
 
 def _normalise(text: str) -> str:
     return "".join(ch for ch in unicodedata.normalize("NFKC", text) if ch.isalnum()).casefold()
 
 
-def script_failures(answer: str, source: str, lang: Language) -> list[str]:
-    """Hard script rules the answer breaks (codes from HARD_RULES)."""
+def _script_names(chars: list[str]) -> str:
+    names = []
+    for ch in chars:
+        name = unicodedata.name(ch, "UNKNOWN").split()[0].capitalize()
+        if name not in names:
+            names.append(name)
+    return ", ".join(names[:4])
+
+
+def rule_failures(answer: str, source: str, lang: Language) -> tuple[list[str], dict[str, str]]:
+    """The hard rules `answer` breaks for `lang` (codes of RULES), and the details their messages name."""
     failures: list[str] = []
+    details: dict[str, str] = {}
+    han = len(_SCRIPT_HAN.findall(answer))
+    hangul = len(_SCRIPT_HANGUL.findall(answer))
+    kana = len(_SCRIPT_KANA.findall(answer))
+    latin_words = _SCRIPT_LATIN_WORD.findall(answer)
+    latin = sum(len(word) for word in latin_words)
+    other = _SCRIPT_OTHER.findall(answer)
     if lang.code == "ko":
-        if _HAN.search(answer):
+        if han:
             failures.append("hanzi_in_korean")
-        elif not _HANGUL.search(answer):
+        if kana:
+            failures.append("kana_in_korean")
+        if not hangul:
             failures.append("no_hangul")
+        elif len(latin_words) > MAX_LATIN_WORDS and latin > hangul:
+            failures.append("mostly_latin")
     elif lang.code == "ja":
-        if _HAN.search(answer) and not _KANA.search(answer):
+        if hangul:
+            failures.append("hangul_in_japanese")
+        if not kana and not han:
+            failures.append("no_japanese")
+        elif not kana and han > MAX_KANJI_ONLY:
             failures.append("not_japanese")
-    elif _ANY_CJK.search(answer):
+        elif len(latin_words) > MAX_LATIN_WORDS and latin > kana + han:
+            failures.append("mostly_latin")
+    elif han or kana or hangul:
         failures.append("cjk_in_latin")
+    if other:
+        failures.append("other_script")
+        details["scripts"] = _script_names(other)
+    if lang.latin and not failures:
+        wrong = langid.wrong_language(answer, lang.code)
+        if wrong is not None:
+            failures.append("wrong_language")
+            details["detected"] = _language_name(wrong[0])
     normalised = _normalise(answer)
     if normalised and normalised == _normalise(source):
         failures.append("untranslated")
-    return failures
+    return failures, details
+
+
+def _language_name(code: str) -> str:
+    return resolve_language(code).english
 
 
 def assess(answer: str, source: str, lang: Language, budget: int | None) -> Fitness:
-    """Measure an answer against its budget and its language's script rules."""
+    """Measure an answer against its budget and its language's rules."""
     length = count_length(answer, lang)
     within = None if budget is None else length <= budget
-    hard = script_failures(answer, source, lang)
+    hard, details = rule_failures(answer, source, lang)
     warnings = list(hard)
     if within is False:
         warnings.append("over_budget")
-    if lang.code == "ja" and "not_japanese" not in hard and _HAN.search(answer):
-        # Soft rule: the prompt asks for kana, but re-asking for kanji would triple the calls for
-        # almost every Japanese line.
+    if lang.code == "ja" and not hard and _SCRIPT_HAN.search(answer):
+        # Soft rule: the prompt asks for kana, but re-asking for kanji would triple the calls for almost
+        # every Japanese line.
         warnings.append("kanji_in_japanese")
-    return Fitness(length, lang.length_unit, budget, within, hard, warnings)
+    return Fitness(length, lang.length_unit, budget, within, hard, warnings, details)
 
 
 def better(candidate: Fitness, best: Fitness | None) -> bool:
@@ -151,3 +265,7 @@ def better(candidate: Fitness, best: Fitness | None) -> bool:
         return (len(f.hard_failures), 0 if f.within_budget is not False else 1, f.length)
 
     return rank(candidate) < rank(best)
+
+
+if __name__ == "__main__":
+    print(rules_table())

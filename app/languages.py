@@ -1,19 +1,21 @@
 """Target languages: the names callers use, and the per-language facts the service needs.
 
 LocalClip-Editor sends Chinese names (韩语, 日文, ...), the translation stage sends codes, people type English
-names. All of them resolve to one `Language`.
+names. All of them resolve to one `Language`; the names themselves are part of the editor's protocol
+(`app.editor_protocol.LANGUAGE_NAMES`), shared with the drop-in.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from app.editor_protocol import LANGUAGE_NAMES, unknown_language_message
+
 
 @dataclass(frozen=True)
 class Language:
     code: str
     english: str
-    chinese: tuple[str, ...]
     # What the editor counts as a line's length in this language (see app.dubbing).
     length_unit: str
     # Above this ratio of answer length to source ideographs the editor picks the line again.
@@ -29,7 +31,6 @@ LANGUAGES: tuple[Language, ...] = (
     Language(
         "ko",
         "Korean",
-        ("韩语", "韩文", "韓語", "韓文", "韩国语"),
         "hangul",
         3.0,
         "Write Korean in Hangul only: never use Hanzi (Chinese characters) or romanisation.",
@@ -39,7 +40,6 @@ LANGUAGES: tuple[Language, ...] = (
     Language(
         "ja",
         "Japanese",
-        ("日语", "日文", "日語", "日本语"),
         "kana+kanji",
         3.0,
         "Write natural spoken Japanese and prefer kana (hiragana/katakana) to kanji.",
@@ -49,7 +49,6 @@ LANGUAGES: tuple[Language, ...] = (
     Language(
         "en",
         "English",
-        ("英语", "英文", "英語"),
         "words",
         1.2,
         "Write English in the Latin alphabet only: no Chinese characters.",
@@ -59,7 +58,6 @@ LANGUAGES: tuple[Language, ...] = (
     Language(
         "fr",
         "French",
-        ("法语", "法文", "法語"),
         "words",
         1.5,
         "Write French in the Latin alphabet only: no Chinese characters.",
@@ -69,7 +67,6 @@ LANGUAGES: tuple[Language, ...] = (
     Language(
         "de",
         "German",
-        ("德语", "德文", "德語"),
         "words",
         1.5,
         "Write German in the Latin alphabet only: no Chinese characters.",
@@ -79,7 +76,6 @@ LANGUAGES: tuple[Language, ...] = (
     Language(
         "es",
         "Spanish",
-        ("西班牙语", "西班牙文", "西班牙語"),
         "words",
         1.5,
         "Write Spanish in the Latin alphabet only: no Chinese characters.",
@@ -89,7 +85,6 @@ LANGUAGES: tuple[Language, ...] = (
     Language(
         "id",
         "Indonesian",
-        ("印尼语", "印尼文", "印度尼西亚语", "印尼語"),
         "words",
         1.5,
         "Write Indonesian in the Latin alphabet only: no Chinese characters.",
@@ -98,23 +93,11 @@ LANGUAGES: tuple[Language, ...] = (
     ),
 )
 
+# Every name a caller may use: the editor's own (its protocol, app.editor_protocol) and the code.
 _ALIASES: dict[str, Language] = {}
 for _lang in LANGUAGES:
-    for _alias in (_lang.code, _lang.english, *_lang.chinese):
+    for _alias in (_lang.code, *LANGUAGE_NAMES[_lang.code]):
         _ALIASES[_alias.casefold()] = _lang
-# Common extra spellings people type.
-_ALIASES.update(
-    {
-        "kr": _ALIASES["ko"],
-        "jp": _ALIASES["ja"],
-        "bahasa indonesia": _ALIASES["id"],
-        "español": _ALIASES["es"],
-        "français": _ALIASES["fr"],
-        "deutsch": _ALIASES["de"],
-        "한국어": _ALIASES["ko"],
-        "日本語": _ALIASES["ja"],
-    }
-)
 
 SUPPORTED_CODES: tuple[str, ...] = tuple(lang.code for lang in LANGUAGES)
 
@@ -124,11 +107,7 @@ class UnknownLanguage(ValueError):
 
     def __init__(self, value: str) -> None:
         self.value = value
-        super().__init__(
-            f"unsupported target_language {value!r}: use one of {', '.join(SUPPORTED_CODES)} "
-            "(or a Chinese name such as 韩语/日文, or an English name such as Korean); "
-            "GET /languages lists every accepted name"
-        )
+        super().__init__(unknown_language_message(value))
 
 
 def resolve_language(value: str) -> Language:

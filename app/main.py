@@ -1,41 +1,66 @@
-"""The FastAPI application: `create_app(settings)` for tests, `app` for uvicorn."""
+"""The FastAPI application, built only by its factory: `create_app(settings)`.
+
+Served by `python -m app` (or `retranslate-serve`), or by uvicorn itself:
+`uvicorn --factory app.main:create_app`. Either way a SIGTERM (or Ctrl-C) drains: lines not yet sent fail
+at once with "the service is shutting down", calls already at the backend get RETRANSLATE_SHUTDOWN_GRACE_S
+to finish, and every batch in progress still answers before the server closes.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator
+import signal
+import threading
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from types import FrameType
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi_offline import FastAPIOffline
 
-from app.backend import Supervisor
-from app.cache import ResultCache
 from app.errors import register_exception_handlers
+from app.logs import configure_logging
 from app.metrics import Metrics
-from app.middleware import BodyLimitMiddleware, RequestIdFilter, RequestIdMiddleware
+from app.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from app.routes import router
-from app.settings import Settings, get_settings
-from app.translator import Translator
+from app.service import Engine
+from app.settings import Settings, load_settings
 
 log = logging.getLogger("app")
 
-LOG_FORMAT = "%(asctime)s %(levelname)s [%(request_id)s] %(name)s: %(message)s"
+SHUTDOWN_SIGNALS = tuple(sig for sig in (getattr(signal, "SIGTERM", None), signal.SIGINT) if sig is not None)
 
 
-def configure_logging(level: str) -> None:
-    """Our log lines carry the request id; uvicorn's own handlers get the filter in app.__main__."""
-    root = logging.getLogger()
-    if not root.handlers:
-        stream = logging.StreamHandler()
-        stream.setFormatter(logging.Formatter(LOG_FORMAT))
-        root.addHandler(stream)
-    for handler in root.handlers:
-        if not any(isinstance(f, RequestIdFilter) for f in handler.filters):
-            handler.addFilter(RequestIdFilter())
-    logging.getLogger("app").setLevel(level.upper())
+def drain_on_signals(engine: Engine, grace_s: float) -> Callable[[], None]:
+    """Chain a drain in front of the server's own SIGTERM/SIGINT handlers (uvicorn installs them before
+    the lifespan starts, with `signal.signal`, so this works however uvicorn was started). Returns the undo.
+    Signals can only be handled in the main thread: elsewhere (a server in a test's thread) this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    loop = asyncio.get_running_loop()
+    previous: dict[int, Any] = {}
+
+    def handler(sig: int, frame: FrameType | None) -> None:
+        loop.call_soon_threadsafe(engine.drain, grace_s)
+        before = previous.get(sig)
+        if callable(before):
+            before(sig, frame)
+        elif sig == signal.SIGINT:
+            raise KeyboardInterrupt
+
+    for sig in SHUTDOWN_SIGNALS:
+        previous[sig] = signal.signal(sig, handler)
+
+    def undo() -> None:
+        for sig, before in previous.items():
+            if signal.getsignal(sig) is handler:
+                signal.signal(sig, before)
+
+    return undo
 
 
 def _document_open_access(app: FastAPI) -> None:
@@ -57,23 +82,21 @@ def _document_open_access(app: FastAPI) -> None:
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or get_settings()
+    settings = settings or load_settings()
     configure_logging(settings.log_level)
     metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        supervisor = Supervisor(settings)
-        cache = ResultCache(settings.cache_size, settings.cache_path)
-        app.state.supervisor = supervisor
-        app.state.translator = Translator(settings, supervisor, cache, metrics)
+        engine = Engine(settings, metrics)
+        app.state.engine = engine
+        undo = drain_on_signals(engine, settings.shutdown_grace_s)
         try:
-            await cache.open()
-            await supervisor.start()
+            await engine.open()
             yield
         finally:
-            await supervisor.close()
-            cache.close()
+            undo()
+            await engine.close()
 
     # The editor runs offline: the docs page's Swagger UI assets are served from the package, not a CDN.
     app = FastAPIOffline(
@@ -102,6 +125,3 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Outermost, so the id is set for everything below it (and echoed on CORS and error responses too).
     app.add_middleware(RequestIdMiddleware)
     return app
-
-
-app = create_app()

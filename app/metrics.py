@@ -21,7 +21,7 @@ class Metrics:
         )
         self.backend_calls = Counter(
             "retranslate_backend_calls",
-            "Backend calls, by result (ok, timeout, connection, busy, server_error, unusable, rejected).",
+            "Backend calls, by result: ok, or the error kind (timeout, connection, busy, server, ...).",
             ["status"],
             registry=r,
         )

@@ -7,28 +7,18 @@ attached to every log line written while the request runs (a context variable re
 from __future__ import annotations
 
 import json
-import logging
 import re
 import uuid
-from contextvars import ContextVar
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import PayloadTooLarge
+from app.logs import request_id
 
 REQUEST_ID_HEADER = b"x-request-id"
-request_id: ContextVar[str] = ContextVar("request_id", default="-")
 
 # Echoing a caller's header into our logs and responses: only short, printable tokens.
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
-
-
-class RequestIdFilter(logging.Filter):
-    """Adds `request_id` to every log record (for `%(request_id)s` in formats)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.request_id = request_id.get()
-        return True
 
 
 class RequestIdMiddleware:

@@ -13,12 +13,24 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from app.dubbing import REASK_HINTS, Fitness
+import regex
+
+from app.dubbing import RULES, Fitness
 from app.languages import Language
 
-PROMPT_VERSION = "2026-11-25.2"
+PROMPT_VERSION = "2026-12-01.1"
 
 Message = dict[str, str]
+
+# The answer's shape, sent as structured output (Ollama `format`, OpenAI `response_format`) where the
+# server accepts it: a constrained model cannot answer outside it. The prompt asks for the same shape, and
+# the tolerant parser below stays the fallback for servers without structured output.
+ANSWER_SCHEMA: dict[str, object] = {
+    "type": "object",
+    "properties": {"tr": {"type": "string"}},
+    "required": ["tr"],
+    "additionalProperties": False,
+}
 
 _SYSTEM = (
     "You shorten subtitle lines for dubbing. Translate the Chinese subtitle line into {language} so that "
@@ -34,9 +46,13 @@ _SYSTEM = (
 _UNIT_NAMES = {"hangul": "Hangul letters", "kana+kanji": "kana and kanji", "words": "words"}
 
 
+_TAG = re.compile(r"<\s*/?\s*(source|context)\s*>", re.IGNORECASE)
+
+
 def _fence(text: str) -> str:
-    """Keep a line from closing (or opening) our delimited blocks early."""
-    return re.sub(r"</?\s*(source|context)\s*>", lambda m: m.group(0).replace("<", "‹"), text)
+    """Keep a line from closing (or opening) our delimited blocks early, however the tag is spelled
+    (`</SOURCE>`, `</Source >`, `< /source>`)."""
+    return _TAG.sub(lambda m: m.group(0).replace("<", "‹"), text)
 
 
 def glossary_for(source: str, glossary: Mapping[str, str] | None) -> dict[str, str]:
@@ -103,25 +119,73 @@ def copies_example(answer: str, source: str, lang: Language) -> bool:
     )
 
 
+_REASK_OPENING = "Your answer does not fit."
+_REASK_CLOSING = 'Answer again with JSON only: {"tr": "<translation>"}'
+_SHORTER = (
+    "It is {length} {unit} long; the limit is {budget} {unit}. Make it shorter: drop filler, use the most compact "
+    "natural wording."
+)
+
+
 def reask_messages(previous: str, fitness: Fitness, lang: Language) -> list[Message]:
     """The follow-up after an answer that broke a rule or its budget: what was wrong, specifically."""
-    problems = [REASK_HINTS[code] for code in fitness.hard_failures]
+    problems = fitness.hints(lang)
     if fitness.within_budget is False and fitness.length_budget is not None:
         unit = _UNIT_NAMES[lang.length_unit]
-        problems.append(
-            f"It is {fitness.length} {unit} long; the limit is {fitness.length_budget} {unit}. "
-            "Make it shorter: drop filler, use the most compact natural wording."
-        )
-    text = (
-        "Your answer does not fit. "
-        + " ".join(problems)
-        + f"\n{lang.script_rule}\n"
-        + 'Answer again with JSON only: {"tr": "<translation>"}'
-    )
+        problems.append(_SHORTER.format(length=fitness.length, unit=unit, budget=fitness.length_budget))
+    text = f"{_REASK_OPENING} {' '.join(problems)}\n{lang.script_rule}\n{_REASK_CLOSING}"
     return [
         {"role": "assistant", "content": json.dumps({"tr": previous}, ensure_ascii=False)},
         {"role": "user", "content": text},
     ]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Our own words coming back
+
+ECHO_WORDS = 6
+_WORD = regex.compile(r"\w+")
+# Where a text has a blank to fill in ({language}, a number): n-grams never span it.
+_BLANK = regex.compile(r"\{[a-z_]+\}|<[a-z]+>|\d+")
+
+
+def _ngrams(text: str, n: int) -> set[tuple[str, ...]]:
+    grams: set[tuple[str, ...]] = set()
+    for piece in _BLANK.split(text.casefold()):
+        words = _WORD.findall(piece)
+        grams.update(tuple(words[i : i + n]) for i in range(len(words) - n + 1))
+    return grams
+
+
+@functools.cache
+def _instruction_ngrams(lang: Language) -> frozenset[tuple[str, ...]]:
+    """Every run of ECHO_WORDS words of what we write to the model for a line of `lang`: the rules, the
+    worked examples, the blocks' labels, every re-ask."""
+    texts = [m["content"] for m in _preamble(lang)]
+    texts += ["Length limit: at most {n} " + unit + "." for unit in _UNIT_NAMES.values()]  # the user block's own words
+    texts += [
+        "Glossary (use these renderings):",
+        "Neighbouring subtitle lines, for context only (do not translate them):",
+        _REASK_OPENING,
+        _REASK_CLOSING,
+        _SHORTER,
+        lang.script_rule,
+    ]
+    texts += [rule.hint for rule in RULES.values()]
+    texts += [rule.hint.replace("{language}", lang.english) for rule in RULES.values()]
+    grams: set[tuple[str, ...]] = set()
+    for text in texts:
+        grams |= _ngrams(text, ECHO_WORDS)
+    return frozenset(grams)
+
+
+def echoes_prompt(answer: str, source: str, lang: Language) -> bool:
+    """Whether `answer` repeats a run of ECHO_WORDS or more words of our own instructions or examples for
+    this line. The source line does not count: a title may rightly be translated as itself."""
+    if len(answer) < 2 * ECHO_WORDS or answer.count(" ") < ECHO_WORDS - 1:
+        return False  # too short to hold six words (most answers: a subtitle line)
+    grams = _ngrams(answer, ECHO_WORDS) & _instruction_ngrams(lang)
+    return bool(grams - _ngrams(source, ECHO_WORDS))
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -10,8 +10,8 @@ from typing import Any, TypeVar
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from app.deps import SettingsDep, SupervisorDep, TranslatorDep
-from app.errors import TranslationFailed
+from app.deps import EngineDep, SettingsDep
+from app.errors import ErrorKind, TranslationFailed
 from app.languages import LANGUAGES, language_aliases
 from app.schemas import (
     HealthResponse,
@@ -25,7 +25,7 @@ from app.schemas import (
     check_limits,
 )
 from app.security import require_api_key
-from app.translator import ResultCallback
+from app.translator.core import ResultCallback
 
 T = TypeVar("T")
 
@@ -81,14 +81,13 @@ async def until_disconnect(request: Request, work: Coroutine[Any, Any, T]) -> T:
     responses=_NOT_READY,
     summary="Re-translate subtitle lines shorter, in the target script",
 )
-async def retranslate(
-    body: RetranslateRequest, translator: TranslatorDep, settings: SettingsDep, request: Request
-) -> Any:
-    """Every task comes back, in request order. A failed item has `translation: null` and an `error`."""
+async def retranslate(body: RetranslateRequest, engine: EngineDep, settings: SettingsDep, request: Request) -> Any:
+    """Every task comes back, in request order. A failed item has `translation: null`, an `error` and an
+    `error_code`."""
     check_limits(body, settings.max_tasks, settings.max_source_chars)
-    model = await translator.supervisor.ensure_ready(body.model)
+    lease = await engine.acquire(body.model)
     try:
-        return await until_disconnect(request, translator.retranslate(body, model))
+        return await until_disconnect(request, engine.retranslate(body, lease))
     except ClientGone:
         return Response(status_code=499)  # nobody is listening; the status is for the access log
 
@@ -106,12 +105,10 @@ async def retranslate(
     response_class=StreamingResponse,
     summary="Same as /retranslate, streamed: one JSON line per item as it finishes",
 )
-async def retranslate_stream(
-    body: RetranslateRequest, translator: TranslatorDep, settings: SettingsDep
-) -> StreamingResponse:
+async def retranslate_stream(body: RetranslateRequest, engine: EngineDep, settings: SettingsDep) -> StreamingResponse:
     check_limits(body, settings.max_tasks, settings.max_source_chars)
     # Readiness first, so an unavailable backend is a 503 rather than a 200 stream of failures.
-    model = await translator.supervisor.ensure_ready(body.model)
+    lease = await engine.acquire(body.model)
     lines: asyncio.Queue[bytes | None] = asyncio.Queue()
 
     def on_result(index: int, result: ItemResult, done: int, total: int) -> None:
@@ -122,8 +119,14 @@ async def retranslate_stream(
 
     async def produce() -> None:
         try:
-            response = await translator.retranslate(body, model, on_result=callback)
-            final = {"summary": response.summary.model_dump(), "model": response.model, "backend": response.backend}
+            response = await engine.retranslate(body, lease, on_result=callback)
+            final = {
+                "summary": response.summary.model_dump(),
+                "model": response.model,
+                "backend": response.backend,
+                "demo_model": response.demo_model,
+                "model_reason": response.model_reason,
+            }
             lines.put_nowait(json.dumps(final, ensure_ascii=False).encode() + b"\n")
         finally:
             lines.put_nowait(None)
@@ -137,6 +140,7 @@ async def retranslate_stream(
         finally:
             # Starlette closes this generator when the client disconnects: stop the work with it.
             worker.cancel()
+            await asyncio.shield(lease.release())
 
     return StreamingResponse(stream(), media_type="application/x-ndjson", headers={"Cache-Control": "no-store"})
 
@@ -150,29 +154,28 @@ async def retranslate_stream(
     },
     summary="One line, for the editor's subtitle panel (never a 200 carrying the untranslated source)",
 )
-async def translate_text(
-    body: TranslateTextRequest, translator: TranslatorDep, settings: SettingsDep, request: Request
-) -> Any:
+async def translate_text(body: TranslateTextRequest, engine: EngineDep, settings: SettingsDep, request: Request) -> Any:
     task = Task(
         task_id="translate-text", source=body.text, target_language=body.target_language, max_length=body.max_length
     )
     batch = RetranslateRequest(tasks=[task], model=body.model)
     check_limits(batch, settings.max_tasks, settings.max_source_chars)
-    model = await translator.supervisor.ensure_ready(body.model)
+    lease = await engine.acquire(body.model)
     try:
-        response = await until_disconnect(request, translator.retranslate(batch, model))
+        response = await until_disconnect(request, engine.retranslate(batch, lease))
     except ClientGone:
         return Response(status_code=499)
     item = response.results[0]
     if not item.success or item.translation is None:
-        raise TranslationFailed(f"translation failed: {item.error}")
-    shared = item.model_dump(exclude={"task_id", "success", "error"})
+        kind = ErrorKind(item.error_code) if item.error_code else ErrorKind.INTERNAL
+        raise TranslationFailed(f"translation failed ({kind.value}): {item.error}", kind)
+    shared = item.model_dump(exclude={"task_id", "success", "error", "error_code"})
     return TranslateTextResponse(**shared, model=response.model, backend=response.backend)
 
 
 @ops.get("/health", response_model=HealthResponse, summary="Backend, model and readiness (always 200)")
-async def health(supervisor: SupervisorDep) -> dict[str, Any]:
-    return await supervisor.health()
+async def health(engine: EngineDep) -> dict[str, Any]:
+    return await engine.selector.health()
 
 
 @ops.get(
@@ -181,8 +184,8 @@ async def health(supervisor: SupervisorDep) -> dict[str, Any]:
     responses=_NOT_READY,
     summary="200 when the service can translate, else 503 (for container healthchecks)",
 )
-async def ready(supervisor: SupervisorDep) -> Any:
-    report = await supervisor.health()
+async def ready(engine: EngineDep) -> Any:
+    report = await engine.selector.health()
     return JSONResponse(report, status_code=200 if report["status"] == "ready" else 503)
 
 
@@ -200,14 +203,18 @@ async def languages() -> list[LanguageInfo]:
     ]
 
 
-@api.get("/models", summary="Models the backend has, the default, and whether it is the demo model")
-async def models(supervisor: SupervisorDep) -> dict[str, Any]:
-    available = await supervisor.available_models()
+@api.get(
+    "/models", summary="Models the backend has, the one a request without a model gets, and whether it is the demo"
+)
+async def models(engine: EngineDep) -> dict[str, Any]:
+    available = await engine.selector.available_models()
+    health = await engine.selector.health()
     return {
-        "default": supervisor.settings.model,
+        "default": health["model"]["name"] if health["model"]["available"] else None,
+        "default_reason": health["model"]["reason"],
         "models": available,
-        "backend": supervisor.kind or "none",
-        "demo_model": supervisor.demo,
+        "backend": engine.selector.current.kind if engine.selector.current else "none",
+        "demo_model": engine.selector.demo,
     }
 
 

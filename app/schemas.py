@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema, model_validator
 
-from app.errors import InvalidRequest, PayloadTooLarge
+from app.errors import ErrorKind, InvalidRequest, PayloadTooLarge
 from app.languages import LANGUAGES, UnknownLanguage, language_aliases, resolve_language
 
 
@@ -45,6 +45,7 @@ LanguageName = Annotated[
     ),
 ]
 Glossary = dict[str, str] | dict[str, dict[str, str]]
+ErrorCode = Annotated[str, WithJsonSchema({"type": "string", "enum": [kind.value for kind in ErrorKind]})]
 
 
 class Task(BaseModel):
@@ -123,6 +124,9 @@ class ItemResult(BaseModel):
     success: bool
     elapsed: float = Field(description="Seconds from the item's start to its end.")
     error: str | None
+    error_code: ErrorCode | None = Field(
+        None, description="Why the item failed, as a stable code (README, error_code); null on success."
+    )
     attempts: int = Field(description="Backend calls made for this item (retries and re-asks included).")
     length: int | None = Field(None, description="The translation's length in length_unit.")
     length_unit: str | None = None
@@ -130,6 +134,32 @@ class ItemResult(BaseModel):
     within_budget: bool | None = None
     warnings: list[str] = Field(default_factory=list)
     cached: bool = False
+
+    @model_validator(mode="after")
+    def _encodable(self) -> ItemResult:
+        """Nothing that cannot be encoded reaches a response (a stream would break off mid-body). The answer
+        checks keep such text out of `translation`; if one ever slips through, this item fails, not the
+        batch. Other texts are shown escaped."""
+        if self.translation is not None and not _encodable(self.translation):
+            raise ValueError("the translation is not valid Unicode")
+        self.task_id, self.source = _escaped(self.task_id), _escaped(self.source)
+        if self.error is not None:
+            self.error = _escaped(self.error)
+        return self
+
+
+def _encodable(text: str) -> bool:
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _escaped(text: str) -> str:
+    return text if _encodable(text) else text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 class Summary(BaseModel):
@@ -143,6 +173,10 @@ class Summary(BaseModel):
 class RetranslateResponse(BaseModel):
     model: str = Field(description="The model that answered.")
     backend: str = Field(description="ollama, openai or embedded.")
+    demo_model: bool = Field(
+        False, description="True when the packaged demo model answered: its translations must not go into a dub."
+    )
+    model_reason: str = Field("", description="Why this model answered (named in the request, setting, preference).")
     results: list[ItemResult]
     summary: Summary
 
@@ -159,7 +193,9 @@ class HealthResponse(BaseModel):
     status: Literal["ready", "degraded"]
     backend: dict[str, Any]
     model: dict[str, Any]
-    max_concurrency: int
+    max_concurrency: int = Field(description="RETRANSLATE_MAX_CONCURRENCY.")
+    backend_slots: int | None = Field(None, description="Parallel slots the backend has, when known.")
+    effective_concurrency: int = Field(description="Calls in flight at most: the smaller of the two.")
     problem: str | None = None
 
 

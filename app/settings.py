@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # `.env` and relative paths resolve against the project directory, never the caller's working
@@ -44,7 +44,11 @@ class Settings(BaseSettings):
         "http://127.0.0.1:11434",
         description="Ollama base URL (its native API: /api/chat, /api/tags, ...).",
     )
-    model: str = Field("qwen3:4b", description="Default model; a request may name another.")
+    model: str | None = Field(
+        None,
+        description="The model, used strictly (a request may name another). Unset: the first installed of the "
+        "preference list (qwen3:4b-instruct-2507-q4_K_M first; README, Models).",
+    )
     autostart_ollama: bool = Field(
         True,
         description="Start `ollama serve` when Ollama does not answer and the binary is on PATH.",
@@ -76,7 +80,12 @@ class Settings(BaseSettings):
     embedded_start_timeout_s: float = Field(
         120.0, gt=0, description="How long the embedded llama-server may take to load its model."
     )
-    embedded_max_restarts: int = Field(5, ge=0, description="How often a crashed embedded llama-server is restarted.")
+    embedded_max_restarts: int = Field(
+        5, ge=0, description="How often in a row a crashed embedded llama-server is restarted (with backoff)."
+    )
+    ollama_max_restarts: int = Field(
+        3, ge=0, description="How often in a row an `ollama serve` this service started is restarted after a crash."
+    )
 
     # --- fan-out and time bounds --------------------------------------------------------------
     max_concurrency: int = Field(
@@ -97,7 +106,20 @@ class Settings(BaseSettings):
     breaker_failures: int = Field(
         3,
         ge=1,
-        description="Consecutive backend timeouts/connection failures after which the rest of a batch fails fast.",
+        description="Consecutive backend timeouts/connection failures (from any request) after which every call "
+        "fails at once for RETRANSLATE_BREAKER_COOLDOWN_S.",
+    )
+    breaker_cooldown_s: float = Field(
+        15.0,
+        gt=0,
+        description="How long calls fail at once after the breaker opened; then one probe call decides whether the "
+        "backend is back.",
+    )
+    max_response_bytes: int = Field(
+        1024 * 1024,
+        ge=4096,
+        description="Largest backend answer read, in bytes; a bigger one fails that call (a subtitle line needs a "
+        "few hundred bytes).",
     )
     readiness_ttl_s: float = Field(2.0, ge=0, description="How long a backend readiness check is reused.")
 
@@ -111,6 +133,12 @@ class Settings(BaseSettings):
         description="Extra token allowance, only for a model whose capabilities include thinking.",
     )
     temperature: float = Field(0.3, ge=0, le=2, description="Sampling temperature.")
+    max_answer_chars: int = Field(
+        1000,
+        ge=50,
+        description="Longest translation accepted from a model, in characters; a longer answer is unusable (a "
+        "subtitle line is short; a model that ignores the output cap is not).",
+    )
     max_reasks: int = Field(
         2,
         ge=0,
@@ -190,6 +218,48 @@ class Settings(BaseSettings):
 @lru_cache
 def get_settings() -> Settings:
     return Settings()
+
+
+def _allowed(name: str) -> str:
+    """What a setting accepts, in words, from its type and constraints."""
+    field = Settings.model_fields[name]
+    annotation = str(field.annotation)
+    bounds = {type(m).__name__: m for m in field.metadata}
+    low = next((getattr(m, attr) for m in bounds.values() for attr in ("ge", "gt") if hasattr(m, attr)), None)
+    high = next((m.le for m in bounds.values() if hasattr(m, "le")), None)
+    if "Literal" in annotation:
+        return "one of " + ", ".join(repr(v).strip("'") for v in getattr(field.annotation, "__args__", ()))
+    if field.annotation is bool:
+        return "true or false"
+    kind = "a whole number" if "int" in annotation else "a number" if "float" in annotation else "text"
+    if low is not None and high is not None:
+        return f"{kind} from {low} to {high}"
+    if low is not None:
+        return f"{kind} of at least {low}" if "ge" in str(bounds) else f"{kind} above {low}"
+    return kind
+
+
+def settings_errors(exc: ValidationError) -> list[str]:
+    """One line per bad value: the environment variable, what it got, what is allowed."""
+    lines = []
+    for error in exc.errors():
+        name = str(error["loc"][0]) if error["loc"] else ""
+        env = f"RETRANSLATE_{name.upper()}"
+        got = error.get("input")
+        allowed = _allowed(name) if name in Settings.model_fields else "see .env.example"
+        message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+        lines.append(f"{env}={got!r} is not valid: {message}; allowed: {allowed} (see .env.example)")
+    return lines
+
+
+def load_settings() -> Settings:
+    """The settings, or exit status 2 with one line per bad value (no traceback): for every entry point."""
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        for line in settings_errors(exc):
+            sys.stderr.write(f"retranslate: {line}\n")
+        raise SystemExit(2) from None
 
 
 def _fields() -> list[tuple[str, str, str]]:

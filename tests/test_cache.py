@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 from app.cache import ResultCache, cache_key
@@ -137,3 +138,29 @@ def test_a_corrupt_cache_file_never_stops_the_service(tmp_path: Path, fake_clean
     path.write_bytes(b"\x00garbage" * 500)
     with ServiceServer(make_settings(ollama_url=fake_clean.url, cache_size=100, cache_path=str(path))) as service:
         assert post(service, lines(2, "坏文件"))["summary"]["succeeded"] == 2
+
+
+def test_a_bad_value_read_back_from_the_cache_is_dropped_and_asked_afresh(
+    tmp_path: Path, fake_clean: FakeOllama
+) -> None:
+    """The SQLite file is outside our control (an older version, a hand edit): what it holds is checked
+    like a model's answer before it is served."""
+    import sqlite3
+
+    path = tmp_path / "c.sqlite3"
+    settings = make_settings(ollama_url=fake_clean.url, cache_size=100, cache_path=str(path))
+    with ServiceServer(settings) as service:
+        good = post(service, lines(2, "旧缓存"))["results"]
+    with sqlite3.connect(path) as db:
+        rows = db.execute("SELECT key, value FROM results").fetchall()
+        assert len(rows) == 2
+        for (key, value), bad in zip(rows, ["소장 包工头", "\ud800"], strict=True):
+            planted = {**json.loads(value), "translation": bad}
+            text = json.dumps(planted, ensure_ascii=True)  # the surrogate as its escape: valid JSON text
+            db.execute("UPDATE results SET value = ? WHERE key = ?", (text, key))
+    calls = chat_calls(fake_clean)
+    with ServiceServer(settings) as service:
+        again = post(service, lines(2, "旧缓存"))["results"]
+    assert [r["cached"] for r in again] == [False, False]
+    assert [r["translation"] for r in again] == [r["translation"] for r in good]
+    assert chat_calls(fake_clean) == calls + 2

@@ -19,9 +19,9 @@ from typing import Any
 import httpx
 import pytest
 
-from app.embedded import demo_model_path
+from app.backends.embedded import demo_model_path
 from tests.conftest import ENGINE, engine_available, make_settings
-from tests.helpers import gone, wait_until
+from tests.helpers import gone, slots_busy, wait_breaker_ready, wait_ready, wait_until
 from tests.servers.service import ServiceServer, free_port
 
 LINES = ["大哥", "是个小包工头", "今天下雨了", "我们走吧", "谢谢你", "他很高兴", "这是我的书", "明天见"]
@@ -38,9 +38,10 @@ def idle(service: ServiceServer) -> bool:
     port = embedded_health(service)["port"]
     try:
         slots = httpx.get(f"http://127.0.0.1:{port}/slots", timeout=2).json()
-    except httpx.HTTPError:
+    except (httpx.HTTPError, ValueError):
         return False
-    return not any(s.get("is_processing") for s in slots)
+    # While it loads (or reloads after a crash), /slots answers an error object.
+    return isinstance(slots, list) and not any(s.get("is_processing") for s in slots)
 
 
 def embedded_health(service: ServiceServer) -> dict[str, Any]:
@@ -55,6 +56,7 @@ def own_engine_service(request: pytest.FixtureRequest) -> Iterator[ServiceServer
         pytest.skip("the embedded extra is not installed")
     overrides = getattr(request, "param", {})
     server = ServiceServer(make_settings(**{**ENGINE, **overrides})).start(180)
+    wait_ready(server.url, 300)
     yield server
     server.stop()
 
@@ -110,32 +112,59 @@ def test_requests_really_overlap_on_the_server(engine_service: ServiceServer) ->
     assert busiest >= 2, f"at most {busiest} slot(s) were busy at once"
 
 
-@pytest.mark.parametrize(
-    "own_engine_service", [{"request_timeout_s": 10.0, "item_timeout_s": 60.0, "max_concurrency": 2}], indirect=True
-)
-def test_a_hung_server_fails_items_in_bounded_time_then_recovers(own_engine_service: ServiceServer) -> None:
-    pid = embedded_health(own_engine_service)["pid"]
+HUNG_ENGINE = {"request_timeout_s": 10.0, "item_timeout_s": 60.0, "max_concurrency": 2, "breaker_failures": 2}
+
+
+@pytest.mark.parametrize("own_engine_service", [HUNG_ENGINE], indirect=True)
+def test_a_hung_server_fails_a_batch_fast_then_recovers(own_engine_service: ServiceServer) -> None:
+    health = embedded_health(own_engine_service)
+    pid, port = health["pid"], health["port"]
+    # Hung before a request: the readiness check (bounded) says so at once, nothing is sent.
     os.kill(pid, signal.SIGSTOP)
     try:
-        started = time.monotonic()
         with own_engine_service.client(timeout=120) as client:
-            body = client.post("/retranslate", json=en_tasks(LINES[:6], "h")).json()
-        elapsed = time.monotonic() - started
+            refused = client.post("/retranslate", json=en_tasks(LINES[:6], "h"))
     finally:
         os.kill(pid, signal.SIGCONT)
-    assert len(body["results"]) == 6
-    for r in body["results"]:
-        assert r["success"] is False
+    assert refused.status_code == 503
+    assert "does not answer" in refused.json()["detail"]
+
+    # Hung in the middle of a batch: the calls in flight time out, the breaker opens, the rest fail fast.
+    result: dict[str, Any] = {}
+
+    def batch() -> None:
+        with own_engine_service.client(timeout=300) as client:
+            result["body"] = client.post("/retranslate", json={**en_tasks(LINES, "m"), "use_cache": False}).json()
+
+    runner = threading.Thread(target=batch)
+    runner.start()
+
+    assert wait_until(lambda: slots_busy(port), 120)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        runner.join(300)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    results = result["body"]["results"]
+    assert len(results) == len(LINES)
+    failed = [r for r in results if not r["success"]]
+    assert failed
+    for r in failed:
         assert r["translation"] is None
-        assert "timed out" in r["error"] or "stopped answering" in r["error"]
-    # 6 items, 10 s per call, 2 slots: the breaker ends it long before 6 items x 3 calls x 10 s.
-    assert elapsed < 60
+        assert r["error_code"] in ("timeout", "breaker_open")
+    # Bounded by the breaker, not by lines x retries x timeout: at most the bound plus (failures - 1)
+    # calls met the hung server.
+    timed_out_calls = sum(1 for r in failed if r["attempts"])
+    assert timed_out_calls <= HUNG_ENGINE["max_concurrency"] + HUNG_ENGINE["breaker_failures"] - 1
+    assert any(r["error_code"] == "breaker_open" for r in failed)
+
     assert wait_until(lambda: idle(own_engine_service))
+    wait_breaker_ready(own_engine_service.url)
     with own_engine_service.client(timeout=600) as client:
         again = client.post("/retranslate", json=en_tasks(EASY[:2], "h2")).json()
     assert again["summary"]["total"] == 2
     # Answered again (a tiny model's answer may still miss a rule; what matters is that it answers).
-    answered = [r for r in again["results"] if r["success"] or "no acceptable answer" in (r["error"] or "")]
+    answered = [r for r in again["results"] if r["success"] or r["error_code"] == "rule_violation"]
     assert answered, again
 
 
@@ -151,14 +180,7 @@ def test_a_killed_server_is_restarted_and_nothing_is_lost(own_engine_service: Se
     runner = threading.Thread(target=batch)
     runner.start()
 
-    def busy() -> bool:
-        try:
-            slots = httpx.get(f"http://127.0.0.1:{port}/slots", timeout=2).json()
-        except httpx.HTTPError:
-            return False
-        return any(s.get("is_processing") for s in slots)
-
-    assert wait_until(busy)
+    assert wait_until(lambda: slots_busy(port), 120)
     os.kill(old_pid, signal.SIGKILL)
     runner.join(300)
     results = result["body"]["results"]
@@ -216,7 +238,7 @@ def test_auto_without_ollama_uses_embedded_only_with_a_model_path() -> None:
         **{**ENGINE, "backend": "auto", "ollama_url": nowhere, "embedded_model_path": str(demo_model_path())}
     )
     with ServiceServer(with_path) as service, service.client(timeout=600) as client:
-        health = client.get("/health").json()
+        health = wait_ready(service.url, 300)
         body = client.post("/retranslate", json=en_tasks(["大哥", "谢谢你"])).json()
     assert health["backend"]["kind"] == "embedded"
     assert health["backend"]["embedded"]["demo_model"] is False  # the user chose this file

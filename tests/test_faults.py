@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import ServiceFactory, make_settings
+from tests.helpers import chat_requests, wait_breaker_ready, wait_until
 from tests.servers.fake_ollama import FakeOllama
 from tests.servers.service import ServiceServer, free_port
 
@@ -71,6 +72,7 @@ def test_every_call_failing(service_factory: ServiceFactory, fake_clean: FakeOll
     assert_accounted(body, mode)
     assert body["summary"]["failed"] == N
     fake_clean.configure(failures=[])
+    wait_breaker_ready(service.url)  # a hang trips the service's breaker: the next call is its probe
     again, _ = post_timed(service, batch(mode + "-again"))
     assert again["summary"]["succeeded"] == N
     record(mode, body, elapsed, recovered=True)
@@ -83,7 +85,8 @@ def test_backend_stopped_mid_batch_and_started_again() -> None:
     try:
 
         def stop_soon() -> None:
-            time.sleep(0.5)
+            # Once some lines have been answered (an event, not a clock): the rest meet a dead backend.
+            wait_until(lambda: sum(1 for r in chat_requests(fake) if r["t_end"] is not None) >= 4, 30)
             fake.stop()
 
         stopper = threading.Thread(target=stop_soon)
@@ -94,6 +97,7 @@ def test_backend_stopped_mid_batch_and_started_again() -> None:
         assert_accounted(body, "stop")
         assert 0 < body["summary"]["failed"] < N  # some finished before the stop, the rest failed
         with FakeOllama(port=port, parallel=4):
+            wait_breaker_ready(service.url)
             again, _ = post_timed(service, batch("restarted"))
         assert again["summary"]["succeeded"] == N
         record("stopped mid-batch, started again", body, elapsed, recovered=True)

@@ -34,7 +34,7 @@ def test_metrics_count_outcomes_calls_retries_reasks_and_cache_hits(
         text = client.get("/metrics").text
     assert value(text, 'retranslate_tasks_total{outcome="succeeded"}') == 4
     assert value(text, 'retranslate_tasks_total{outcome="cached"}') == 1
-    assert value(text, 'retranslate_backend_calls_total{status="server_error"}') == 1
+    assert value(text, 'retranslate_backend_calls_total{status="server"}') == 1
     assert value(text, 'retranslate_backend_calls_total{status="ok"}') == 4  # a's retry, b and its re-ask, c
     assert value(text, "retranslate_retries_total") == 1
     assert value(text, "retranslate_reasks_total") == 1

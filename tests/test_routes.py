@@ -29,7 +29,9 @@ def test_upstream_payload_is_accepted_and_every_item_comes_back(service: Service
         response = client.post("/retranslate", json=UPSTREAM_CONFIG)
     assert response.status_code == 200, response.text
     body = response.json()
-    assert body["model"] == "qwen3:4b"
+    assert body["model"] == "qwen3:4b"  # named in the request: used strictly
+    assert body["model_reason"] == "the request's model"
+    assert body["demo_model"] is False
     assert body["backend"] == "ollama"
     assert [r["task_id"] for r in body["results"]] == ["retrans-3", "retrans-4"]
     for item in body["results"]:
@@ -201,6 +203,12 @@ def test_health_reports_backend_model_and_bound(service: ServiceServer) -> None:
     assert body["backend"]["ollama"]["reachable"] is True
     assert body["backend"]["ollama"]["version"]
     assert body["backend"]["ollama"]["started_by_service"] is False
-    assert body["model"] == {"name": "qwen3:4b", "available": True, "thinking_capable": True, "model_thinks": False}
+    # RETRANSLATE_MODEL unset: the first installed of the preference list (the fake has three models).
+    assert body["model"]["name"] == "qwen3:4b-instruct-2507-q4_K_M"
+    assert body["model"]["available"] is True
+    assert "preference list" in body["model"]["reason"]
+    assert body["model"]["thinking_capable"] is False
+    assert body["model"]["demo_model"] is False
     assert body["max_concurrency"] == 4
+    assert body["effective_concurrency"] == 4
     assert ready.status_code == 200

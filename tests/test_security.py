@@ -105,8 +105,8 @@ def test_a_too_long_line_is_a_422_that_names_the_task(service_factory: ServiceFa
         response = client.post("/retranslate", json={"tasks": tasks})
         single = client.post("/api/translate-text", json={"text": "长" * 11, "target_language": "ko"})
     assert response.status_code == 422
-    assert "long" in response.json()["detail"]
-    assert "RETRANSLATE_MAX_SOURCE_CHARS" in response.json()["detail"]
+    assert "long" in response.json()["detail"][0]["msg"]
+    assert "RETRANSLATE_MAX_SOURCE_CHARS" in response.json()["detail"][0]["msg"]
     assert single.status_code == 422
 
 

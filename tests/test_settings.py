@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+from app import dubbing, errors
 from app.settings import PROJECT_DIR, env_example, markdown_table
 from tests.conftest import make_settings
 
@@ -18,10 +19,22 @@ def test_readme_settings_table_is_generated_from_settings() -> None:
     assert block == markdown_table() + "\n", "regenerate the table with: python -m app.settings --markdown"
 
 
+def test_readme_error_code_table_is_generated_from_the_policy_table() -> None:
+    readme = (PROJECT_DIR / "README.md").read_text(encoding="utf-8")
+    block = readme.split("<!-- error-codes:start -->\n", 1)[1].split("<!-- error-codes:end -->", 1)[0]
+    assert block == errors.markdown_table() + "\n", "regenerate with: bash scripts/sync_docs.sh"
+
+
+def test_readme_rule_table_is_generated_from_the_rules() -> None:
+    readme = (PROJECT_DIR / "README.md").read_text(encoding="utf-8")
+    block = readme.split("<!-- rules:start -->\n", 1)[1].split("<!-- rules:end -->", 1)[0]
+    assert block == dubbing.rules_table() + "\n", "regenerate with: bash scripts/sync_docs.sh"
+
+
 def test_contract_names_and_defaults() -> None:
     s = make_settings()
     assert s.ollama_url == "http://127.0.0.1:11434"
-    assert s.model == "qwen3:4b"
+    assert s.model is None  # the preference list decides
     assert s.max_concurrency == 4
     assert s.request_timeout_s == 60
     assert s.max_retries == 2

@@ -18,16 +18,27 @@ import pytest
 
 from tests.conftest import engine_available
 from tests.helpers import gone, wait_until
+from tests.servers.fake_ollama import FakeOllama
 from tests.servers.fake_ollama_cli import write_fake_ollama_executable
 from tests.servers.service import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def start_service(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
+LAUNCHERS = {
+    "python -m app": lambda port: [sys.executable, "-m", "app"],
+    "uvicorn --factory": lambda port: [
+        sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app", "--host", "127.0.0.1",
+        "--port", str(port),
+    ],
+}  # fmt: skip
+
+
+def start_service(env: dict[str, str], launcher: str = "python -m app") -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     full = {**os.environ, "RETRANSLATE_PORT": str(port), "RETRANSLATE_LOG_LEVEL": "WARNING", **env}
-    proc = subprocess.Popen([sys.executable, "-m", "app"], env=full, cwd=ROOT, stderr=subprocess.DEVNULL)
+    command = LAUNCHERS[launcher](port)
+    proc = subprocess.Popen(command, env=full, cwd=ROOT, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
 
     def ready() -> bool:
@@ -104,3 +115,51 @@ def test_sigterm_stops_the_embedded_llama_server() -> None:
         if proc.poll() is None:
             proc.kill()
     assert wait_until(lambda: gone(server_pid), 15)
+
+
+@pytest.mark.parametrize("launcher", list(LAUNCHERS))
+def test_a_grace_below_one_second_cuts_the_calls_in_flight_and_every_batch_still_answers(launcher: str) -> None:
+    """RETRANSLATE_SHUTDOWN_GRACE_S=0.5 with calls that would take a minute: the calls are cut at the
+    grace, their items fail with the shutdown's reason, the batch answers, the process exits. The same
+    whichever way the service was started."""
+    with FakeOllama(latency_s=60.0, parallel=4) as fake:
+        proc, url = start_service(
+            {
+                "RETRANSLATE_OLLAMA_URL": fake.url,
+                "RETRANSLATE_AUTOSTART_OLLAMA": "false",
+                "RETRANSLATE_MAX_CONCURRENCY": "2",
+                "RETRANSLATE_SHUTDOWN_GRACE_S": "0.5",
+            },
+            launcher,
+        )
+        answer: dict[str, Any] = {}
+        try:
+            tasks = [{"task_id": f"g{i}", "source": f"宽限第{i}句", "target_language": "ko"} for i in range(4)]
+
+            def run_batch() -> None:
+                answer["response"] = httpx.post(f"{url}/retranslate", json={"tasks": tasks}, timeout=120)
+
+            runner = threading.Thread(target=run_batch)
+            runner.start()
+            assert wait_until(lambda: fake.stats()["in_flight"] >= 2, 30)
+            proc.send_signal(signal.SIGTERM)
+            runner.join(60)
+            assert proc.wait(30) in (0, -signal.SIGTERM)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        # Both calls in flight were abandoned by the service (not left to run for a minute).
+        assert wait_until(lambda: fake.stats()["abandoned"] == 2, 10)
+    results = answer["response"].json()["results"]
+    assert [r["error_code"] for r in results] == ["shutting_down"] * 4
+    assert all(r["translation"] is None for r in results)
+    cut = [r for r in results if r["attempts"] == 1]
+    assert len(cut) == 2
+    assert all("RETRANSLATE_SHUTDOWN_GRACE_S" in r["error"] for r in cut)
+    assert all(r["error"].startswith("not attempted") for r in results if r["attempts"] == 0)
+
+
+def test_the_app_is_built_by_its_factory_only() -> None:
+    import app.main
+
+    assert not hasattr(app.main, "app")  # importing builds nothing: `uvicorn --factory app.main:create_app`

@@ -7,6 +7,7 @@ import time
 import pytest
 
 from tests.conftest import ServiceFactory
+from tests.helpers import wait_breaker_ready
 from tests.servers.fake_ollama import FakeOllama
 from tests.servers.service import ServiceServer
 
@@ -93,7 +94,8 @@ def test_think_tags_mark_the_model_as_thinking_in_health(
     service_factory: ServiceFactory, fake_clean: FakeOllama
 ) -> None:
     service = service_factory(model="qwen3:4b-instruct-2507-q4_K_M")
-    fake_clean.configure(style="think_tags")
+    # A model that answers with think tags although asked not to (older Ollama versions put them in the text).
+    fake_clean.configure(raw_by_source={"句话": '<think>\nThe user wants Korean.\n</think>\n{"tr": "말이야"}'})
     assert post(service, {"tasks": tasks(1)})["results"][0]["success"] is True
     with service.client() as client:
         health = client.get("/health").json()
@@ -101,7 +103,10 @@ def test_think_tags_mark_the_model_as_thinking_in_health(
     assert "qwen3:4b-instruct-2507-q4_K_M" in health["model"]["advice"]
 
 
-def test_a_model_that_always_thinks_gets_the_thinking_allowance(service: ServiceServer, fake_clean: FakeOllama) -> None:
+def test_a_model_that_always_thinks_gets_the_thinking_allowance(
+    service_factory: ServiceFactory, fake_clean: FakeOllama
+) -> None:
+    service = service_factory(model="qwen3:4b")
     fake_clean.configure(style="always_thinks", thinking_tokens=600)
     item = post(service, {"tasks": tasks(1)})["results"][0]
     assert item["success"] is True, item
@@ -112,7 +117,7 @@ def test_a_model_that_always_thinks_gets_the_thinking_allowance(service: Service
 def test_a_model_that_thinks_past_the_cap_fails_with_the_fix_and_no_blind_retry(
     service_factory: ServiceFactory, fake_clean: FakeOllama
 ) -> None:
-    service = service_factory(thinking_tokens=0)
+    service = service_factory(thinking_tokens=0, model="qwen3:4b")
     fake_clean.configure(style="always_thinks", thinking_tokens=600)
     item = post(service, {"tasks": tasks(1)})["results"][0]
     assert_failed_cleanly(item)
@@ -180,6 +185,7 @@ def test_a_backend_that_stops_answering_fails_the_rest_fast(
     # 40 items x 3 calls x 0.3 s / 2 slots would be 18 s: it ends after a few timeouts instead.
     assert elapsed < 10
     fake_clean.configure(failures=[])
+    wait_breaker_ready(service.url)
     assert post(service, {"tasks": tasks(3)})["summary"]["succeeded"] == 3
 
 
@@ -187,17 +193,17 @@ def test_unload_after_frees_the_model(service: ServiceServer, fake_clean: FakeOl
     body = post(service, {"tasks": tasks(2), "unload_after": True})
     assert body["summary"]["succeeded"] == 2
     stats = fake_clean.stats()
-    assert stats["unloads"] == ["qwen3:4b"]
+    assert stats["unloads"] == [body["model"]]
     with service.client() as client:
         ps = client.get(f"{fake_clean.url}/api/ps").json()
     assert ps["models"] == []
 
 
 def test_without_unload_after_the_model_stays_loaded(service: ServiceServer, fake_clean: FakeOllama) -> None:
-    post(service, {"tasks": tasks(1)})
+    body = post(service, {"tasks": tasks(1)})
     assert fake_clean.stats()["unloads"] == []
     with service.client() as client:
-        assert [m["name"] for m in client.get(f"{fake_clean.url}/api/ps").json()["models"]] == ["qwen3:4b"]
+        assert [m["name"] for m in client.get(f"{fake_clean.url}/api/ps").json()["models"]] == [body["model"]]
 
 
 def test_keep_alive_setting_reaches_ollama(service_factory: ServiceFactory, fake_clean: FakeOllama) -> None:

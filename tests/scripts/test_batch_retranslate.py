@@ -12,17 +12,17 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ServiceFactory
+from tests.conftest import DEMO_KEY, ServiceFactory
+from tests.helpers import wait_ready
 from tests.servers.fake_ollama import FakeOllama, translate
 from tests.servers.service import ServiceServer, free_port
 from tests.test_cli import (
+    CLI,
     LIVE_TASKS,
-    DemoService,
     assert_list_is_last,
     cli_env,
     lines_of,
@@ -83,12 +83,6 @@ def dead_url() -> str:
 
 
 @pytest.fixture
-def demo_service() -> Iterator[DemoService]:
-    with DemoService() as stub:
-        yield stub
-
-
-@pytest.fixture
 def service(service_factory: ServiceFactory, fake_clean: FakeOllama) -> ServiceServer:
     return service_factory()
 
@@ -117,9 +111,10 @@ def test_service_up_live_caller(service: ServiceServer, fake_clean: FakeOllama, 
     assert results_block_parse(output) == results
     assert len(re.findall(r"^\[\d/4\] ✓ retrans-\d+: .+ -> .+ \(\d+\.\d\ds\)$", output, re.MULTILINE)) == 4
     assert any(line.startswith("总计: 4 个任务") for line in lines_of(output))
-    assert "qwen2.5:32b" in model_line(output)
-    assert {r["body"]["model"] for r in fake_clean.stats()["requests"] if r["path"] == "/api/chat"} == {"qwen2.5:32b"}
-    assert fake_clean.stats()["unloads"] == ["qwen2.5:32b"]
+    assert "qwen3:4b-instruct-2507-q4_K_M" in model_line(output)
+    chat_models = {r["body"]["model"] for r in fake_clean.stats()["requests"] if r["path"] == "/api/chat"}
+    assert chat_models == {"qwen3:4b-instruct-2507-q4_K_M"}
+    assert fake_clean.stats()["unloads"] == ["qwen3:4b-instruct-2507-q4_K_M"]
 
 
 async def test_service_up_translation_stage(service: ServiceServer, fake_clean: FakeOllama, tmp_path: Path) -> None:
@@ -190,18 +185,26 @@ def test_service_up_zero_tasks(service: ServiceServer, fake_clean: FakeOllama, t
     assert results_block_parse(output) == []
 
 
-def test_demo_model_and_api_key(demo_service: DemoService, fake_clean: FakeOllama, tmp_path: Path) -> None:
-    config = write_config(tmp_path, {"tasks": LIVE_TASKS[:1]})
-    env = env_for(demo_service.url, fake_clean, RETRANSLATE_API_KEY="s3cret")
+def test_demo_model_and_api_key(demo_service: ServiceServer, fake_clean: FakeOllama, tmp_path: Path) -> None:
+    """The real service with the packaged demo model, behind RETRANSLATE_API_KEY."""
+    config = write_config(tmp_path, {"tasks": [task("retrans-1", "这是我的书", "英语")]})
+    env = env_for(demo_service.url, fake_clean, RETRANSLATE_API_KEY=DEMO_KEY, RETRANSLATE_PYTHON=str(tmp_path / "no"))
     results, output = live_caller(drop_in(str(config)), env, tmp_path)
     assert results == []
     assert sum("demo model" in line for line in lines_of(output)) == 1
-    assert demo_service.posts == 0
 
-    results, _ = live_caller(drop_in(str(config), "--allow-demo"), env, tmp_path)
-    assert [r["translation"] for r in results] == ["demo"]
-    assert demo_service.authorizations
-    assert set(demo_service.authorizations) == {"Bearer s3cret"}
+    code, output = run_live_caller(drop_in(str(config), "--allow-demo", "--include-failed"), env, tmp_path)
+    assert code == 0
+    results = live_caller_parse(output)
+    assert len(results) == 1
+    assert model_line(output).startswith("model: SmolLM2-135M-Instruct.Q4_1 (")
+
+    # Without the key: the service refuses, and the drop-in says so in one line.
+    wrong = {**env, "RETRANSLATE_API_KEY": "wrong"}
+    code, output = run_live_caller(drop_in(str(config)), wrong, tmp_path)
+    assert code == 0
+    assert live_caller_parse(output) == []
+    assert sum("HTTP 401" in line and "RETRANSLATE_API_KEY" in line for line in lines_of(output)) == 1
 
 
 # --- service down: the in-process CLI with the service's interpreter -------------------------------------------
@@ -219,18 +222,38 @@ def test_service_down_runs_the_in_process_cli(fake_clean: FakeOllama, tmp_path: 
     ]
     assert_list_is_last(output, results)
     assert results_block_parse(output) == results
-    assert fake_clean.stats()["unloads"] == ["qwen2.5:32b"]
+    assert fake_clean.stats()["unloads"] == ["qwen3:4b-instruct-2507-q4_K_M"]
     # The CLI's exit code passes through.
     code, output = run_live_caller(drop_in(str(config), "--strict", "--keep-loaded"), env, tmp_path)
     assert code == 1
     assert len(live_caller_parse(output)) == 4
-    assert fake_clean.stats()["unloads"] == ["qwen2.5:32b"]  # --keep-loaded reached the CLI
+    assert fake_clean.stats()["unloads"] == ["qwen3:4b-instruct-2507-q4_K_M"]  # --keep-loaded reached the CLI
 
 
-def test_service_down_finds_the_projects_venv(fake_clean: FakeOllama, tmp_path: Path) -> None:
+def checkout_copy(tmp_path: Path, *, venv: bool = True, protocol: bool = True) -> Path:
+    """A checkout of our own in tmp_path: the drop-in, `app/` and (optionally) a `.venv` whose python is the
+    service's interpreter. The drop-in finds everything relative to its own file."""
+    root = tmp_path / "checkout"
+    (root / "scripts").mkdir(parents=True)
+    shutil.copy(SCRIPT, root / "scripts" / SCRIPT.name)
+    shutil.copytree(REPO / "app", root / "app", ignore=shutil.ignore_patterns("__pycache__"))
+    if not protocol:
+        (root / "app" / "editor_protocol.py").unlink()
+    if venv:
+        # A wrapper, not a symlink: a venv's python found through a symlink elsewhere is no longer in its venv.
+        python = root / ".venv" / "bin" / "python"
+        python.parent.mkdir(parents=True)
+        python.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+        python.chmod(0o755)
+    return root / "scripts" / SCRIPT.name
+
+
+def test_service_down_finds_the_checkouts_venv(fake_clean: FakeOllama, tmp_path: Path) -> None:
+    script = checkout_copy(tmp_path)
     config = write_config(tmp_path, {"tasks": LIVE_TASKS[:1]})
     env = env_for(dead_url(), fake_clean)
-    results = single_line_route(drop_in(str(config)), env, tmp_path)
+    env.pop("RETRANSLATE_PYTHON", None)
+    results = single_line_route([*editor_python(), str(script), str(config)], env, tmp_path)
     assert [r["translation"] for r in results] == [translate("是个小包工头", "ko")]
 
 
@@ -241,9 +264,10 @@ def test_neither_prints_one_line_and_an_empty_list(fake_clean: FakeOllama, tmp_p
     assert code == 0
     assert live_caller_parse(output) == []
     assert results_block_parse(output) == []
-    notices = [line for line in lines_of(output) if "no service answers" in line]
+    notices = [line for line in lines_of(output) if line.startswith("not translated: no service answered")]
     assert len(notices) == 1
-    assert "RETRANSLATE_PYTHON" in notices[0]
+    for fix in ("RETRANSLATE_URL", "scripts/serve.py", "RETRANSLATE_PYTHON"):
+        assert fix in notices[0]
 
 
 def test_flags_are_the_clis(fake_clean: FakeOllama, tmp_path: Path) -> None:
@@ -252,3 +276,138 @@ def test_flags_are_the_clis(fake_clean: FakeOllama, tmp_path: Path) -> None:
         return set(re.findall(r"--[a-z-]+", text))
 
     assert flags(drop_in()) == flags([sys.executable, "-m", "app.cli"])
+
+
+# --- every failure path ends the same way: one line saying why and how to fix it, the list, exit 0 ----------
+
+
+def test_a_fallback_python_without_our_dependencies(fake_clean: FakeOllama, tmp_path: Path) -> None:
+    config = write_config(tmp_path, {"tasks": LIVE_TASKS})
+    # The base interpreter: a real Python, without fastapi, pydantic, ...
+    base = getattr(sys, "_base_executable", None) or os.path.join(sys.base_prefix, "bin", "python3")
+    env = env_for(dead_url(), fake_clean, RETRANSLATE_PYTHON=base)
+    code, output = run_live_caller(drop_in(str(config), "--include-failed"), env, tmp_path)
+    assert code == 0
+    results = live_caller_parse(output)
+    assert [r["error_code"] for r in results] == ["not_translated"] * 4
+    notice = next(line for line in lines_of(output) if line.startswith("not translated:"))
+    assert "RETRANSLATE_URL" in notice
+    assert f"the in-process fallback ({base}) failed" in notice
+    assert "ModuleNotFoundError" in notice
+
+
+def test_the_protocol_module_missing(tmp_path: Path) -> None:
+    script = checkout_copy(tmp_path, protocol=False)
+    config = write_config(tmp_path, {"tasks": LIVE_TASKS})
+    code, output = run_live_caller([*editor_python(), str(script), str(config)], dict(os.environ), tmp_path)
+    assert code == 0
+    assert live_caller_parse(output) == []
+    assert lines_of(output)[0].startswith("not translated: cannot load")
+
+
+def test_an_unreadable_config(fake_clean: FakeOllama, tmp_path: Path) -> None:
+    config = tmp_path / "broken.json"
+    config.write_text("not json", encoding="utf-8")
+    code, output = run_live_caller(drop_in(str(config)), env_for(dead_url(), fake_clean), tmp_path)
+    assert code == 0
+    assert live_caller_parse(output) == []
+    assert sum(line.startswith("cannot read the config") for line in lines_of(output)) == 1
+
+
+def test_no_service_and_no_backend_names_both(fake_clean: FakeOllama, tmp_path: Path) -> None:
+    config = write_config(tmp_path, {"tasks": LIVE_TASKS})
+    url = dead_url()
+    env = env_for(url, fake_clean, RETRANSLATE_PYTHON=sys.executable, RETRANSLATE_OLLAMA_URL=dead_url())
+    code, output = run_live_caller(drop_in(str(config)), env, tmp_path)
+    assert code == 0
+    assert live_caller_parse(output) == []
+    notices = [line for line in lines_of(output) if line.startswith("not translated:")]
+    assert len(notices) == 1
+    assert f"no service answered at {url} (RETRANSLATE_URL; start it with `python scripts/serve.py`" in notices[0]
+    assert "no backend can translate in-process: " in notices[0]
+    assert "Ollama is not reachable" in notices[0]
+
+
+def test_a_service_killed_mid_run_names_the_lost_connection(fake_clean: FakeOllama, tmp_path: Path) -> None:
+    """The service process dies one line into a batch: the unfinished lines say the connection was lost,
+    not that a deadline passed."""
+    fake_clean.configure(latency_s=0.3, parallel=1)
+    port = free_port()
+    env = {**cli_env(fake_clean), "RETRANSLATE_PORT": str(port), "RETRANSLATE_MAX_CONCURRENCY": "1"}
+    service = subprocess.Popen([sys.executable, "-m", "app"], env=env, cwd=REPO, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_ready(url)
+        tasks = [task(f"retrans-{i}", f"第{i}句台词", "韩语") for i in range(20)]
+        config = write_config(tmp_path, {"tasks": tasks})
+        runner = subprocess.Popen(
+            drop_in(str(config), "--include-failed"),
+            env={**cli_env(fake_clean), "RETRANSLATE_URL": url, "RETRANSLATE_PYTHON": str(tmp_path / "none")},
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        assert runner.stdout is not None
+        output = []
+        for raw in runner.stdout:
+            output.append(raw.decode("utf-8", "replace"))
+            if raw.startswith(b"[1/20]"):  # one line has come back: now the service dies
+                service.kill()
+                break
+        output.append(runner.stdout.read().decode("utf-8", "replace"))
+        assert runner.wait(60) == 0
+    finally:
+        service.kill()
+        service.wait(10)
+    results = live_caller_parse("".join(output))
+    lost = [r for r in results if not r["success"]]
+    assert lost
+    assert all(r["error_code"] == "service_lost" for r in lost)
+    assert all(f"the connection to the service at {url} was lost" in r["error"] for r in lost)
+    assert not any("deadline" in r["error"] for r in lost)
+
+
+# --- parity: the drop-in with the service up, its fallback and the CLI give the same per-task outcome --------
+
+PARITY_CONFIG = """{"tasks": [
+  {"task_id": "good-1", "source": "是个小包工头", "target_language": "韩语"},
+  {"task_id": "good-2", "source": "我们明天再说吧", "target_language": "ja", "max_length": 20},
+  {"task_id": "good-3", "source": "你到底想干什么", "target_language": "英语", "max_length": 10.0},
+  {"task_id": "nan", "source": "大哥", "target_language": "ko", "max_length": NaN},
+  {"task_id": "string", "source": "大哥", "target_language": "ko", "max_length": "5"},
+  {"task_id": "spaced", "source": "大哥", "target_language": "ko", "max_length": " 5"},
+  {"task_id": "bool", "source": "大哥", "target_language": "ko", "max_length": true},
+  {"task_id": "surrogate", "source": "\\ud800大哥", "target_language": "ko"},
+  {"task_id": "klingon", "source": "大哥", "target_language": "klingon"},
+  {"task_id": "good-1", "source": "重复的", "target_language": "ko"},
+  {"task_id": "good-4", "source": "谢谢你的帮助", "target_language": "fr"}
+], "num_processes": 1}"""
+
+
+def test_the_same_config_gives_the_same_outcomes_three_ways(
+    service: ServiceServer, fake_clean: FakeOllama, tmp_path: Path
+) -> None:
+    config = tmp_path / "parity.json"
+    config.write_text(PARITY_CONFIG, encoding="utf-8")
+    assert "\\ud800" in config.read_text(encoding="utf-8")  # the JSON escape of a lone surrogate
+    flags = ["--include-failed", "--keep-loaded"]
+    up = env_for(service.url, fake_clean, RETRANSLATE_PYTHON="/no")
+    down = env_for(dead_url(), fake_clean, RETRANSLATE_PYTHON=sys.executable)
+    ways = {
+        "drop-in, service up": (drop_in(str(config), *flags), up),
+        "drop-in, fallback": (drop_in(str(config), *flags), down),
+        "python -m app.cli": ([*CLI, str(config), *flags], cli_env(fake_clean)),
+    }
+    lists = {}
+    for way, (command, env) in ways.items():
+        code, output = run_live_caller(command, env, tmp_path)
+        assert code == 0, (way, output)
+        lists[way] = [{k: v for k, v in r.items() if k != "elapsed"} for r in live_caller_parse(output)]
+    first = lists["python -m app.cli"]
+    assert [r["task_id"] for r in first] == [
+        "good-1", "good-2", "good-3", "nan", "string", "spaced", "bool", "surrogate", "klingon", "good-1", "good-4",
+    ]  # fmt: skip
+    assert [r["success"] for r in first] == [True, True, True] + [False] * 7 + [True]
+    assert {r["error_code"] for r in first if not r["success"]} == {"invalid_task"}
+    for way, results in lists.items():
+        assert results == first, way

@@ -5,6 +5,10 @@ the real field names, status codes and error texts, and "translates" Chinese
 subtitle lines deterministically so tests can assert on exact answers.  Knobs
 let a test inject latency, limited parallelism with a bounded queue (503 busy),
 badly shaped model answers, and transport failures (500, hang, reset, ...).
+A ``format`` ("json" or a JSON schema; /v1 ``response_format``) is obeyed like a
+constrained model would; ``raw_by_source`` makes the model say exactly a given
+string; ``pad_response_bytes`` inflates answer bodies; ``version`` selects the
+version-dependent behaviour listed below.
 
 Run it in-process (``FakeOllama(...).start()``) or as a process
 (``python -m tests.servers.fake_ollama``); both are driven through the same
@@ -24,6 +28,39 @@ with tags v0.5.7, v0.9.6, v0.11.10, v0.12.0, v0.12.6, v0.13.0, v0.20.0):
   OLLAMA_MAX_QUEUE=512, OLLAMA_KEEP_ALIVE=5m); cmd/cmd.go (list/stop/
   --version); issues ollama/ollama#9355 and #11458 (keep_alive is ignored on
   /v1/chat/completions).
+
+Version-dependent behaviour follows the "version" knob (default 0.13.0):
+  * ``format``: api/types.go has ``Format string`` up to v0.4.7 and
+    ``Format json.RawMessage`` since v0.5.0 (structured outputs).  Before
+    0.5.0 an object is a gin bind error, 400 ``json: cannot unmarshal object
+    into Go struct field ChatRequest.format of type string`` (issues
+    ollama/ollama#7991 for GenerateRequest, ollama/ollama-python#428 "status
+    code: 400"), and GenerateHandler answers 400 ``format must be empty or
+    "json"`` to other strings (v0.4.7 server/routes.go).  Since v0.5.3
+    llm/server.go Completion fails a format that is neither "json" nor an
+    object: ``invalid format: %q; expected "json" or a valid JSON Schema
+    object`` (a 500 from waitForStream/streamResponse); 0.5.0-0.5.2 only
+    logged it.  null and "" mean "not set".
+  * /v1 ``response_format`` (openai/openai.go FromChatRequest): "json_object"
+    -> format "json" (all versions); "json_schema" -> format =
+    json_schema.schema since v0.5.0 (ignored before: ResponseFormat had only
+    ``type``); any other type -> no format.
+  * /v1 errors coming from the native handler go through BaseWriter.writeError,
+    which used ``NewError(http.StatusInternalServerError, ...)`` (type
+    "api_error" whatever the status) until v0.17.x and
+    ``NewError(w.ResponseWriter.Status(), ...)`` since v0.18.0.
+  * /v1 stream deltas: every chunk is ``{"role":"assistant","content":...}``
+    and the done chunk carries the finish_reason with content "" until
+    v0.32.5; since v0.32.6 (openai.Delta, all omitempty) the role is only in
+    the first chunk and finish_reason comes in its own chunk with ``{}``.
+  * reasoning_effort: high/medium/low/none (v0.12.4+), plus max (v0.22.0+),
+    plus minimal/xhigh/ultra mapping (v0.33.0+); native think "max" since
+    v0.22.0 (the error texts change accordingly).
+  * /api/tags "capabilities" since v0.30.0 (an earlier add in #10174 was
+    reverted before release, #11004); /api/show "capabilities" since v0.6.4,
+    "tensors" since v0.7.0; /api/ps "context_length" since v0.10.0; /api/show
+    404 names the model by DisplayShortest ("x:latest") since v0.30.0, as
+    typed before.
 """
 
 from __future__ import annotations
@@ -64,6 +101,12 @@ RUNNER_ERROR = "an error was encountered while running the model: unexpected EOF
 PULL_NOT_FOUND = "pull model manifest: file does not exist"
 #: middleware/openai.go for an empty messages list.
 EMPTY_MESSAGES = "[] is too short - 'messages'"
+#: llm/server.go Completion (v0.5.3+), for a format neither "json" nor an object.
+INVALID_FORMAT = 'invalid format: {raw}; expected "json" or a valid JSON Schema object'
+#: server/routes.go GenerateHandler up to v0.4.7, for a format string other than "json".
+FORMAT_MUST_BE_JSON = 'format must be empty or "json"'
+#: What an OpenAI-style server without structured outputs answers (reject_response_format).
+UNSUPPORTED_RESPONSE_FORMAT = "Unsupported parameter: 'response_format' is not supported with this model."
 DEFAULT_VERSION = "0.13.0"
 DEFAULT_KEEP_ALIVE_S = 300.0
 #: api.Duration maps negative values to math.MaxInt64 ns ("forever").
@@ -94,6 +137,8 @@ STYLES = (
     "placeholder", "empty", "cutoff", "echo", "long_then_short", "hanzi_then_clean",
     "never_comply_long", "never_comply_hanzi", "chinese",
 )  # fmt: skip
+#: Styles whose output is not a JSON document: a ``format`` grammar turns them into the bare object.
+NOT_JSON_STYLES = ("plain", "quoted", "fenced", "think_tags")
 FAILURE_MODES = ("http_500", "busy_503", "hang", "malformed", "reset", "model_404")
 
 
@@ -216,6 +261,76 @@ def env_keep_alive(value: str | None) -> float:
     return math.inf if seconds < 0 else seconds
 
 
+_VERSION_RE = re.compile(r"^\s*v?(\d+)\.(\d+)(?:\.(\d+))?")
+
+
+def version_tuple(text: Any) -> tuple[int, int, int]:
+    """(major, minor, patch) of a version like "0.13.0" or "v0.33.0-rc2" (a pre-release counts as the release)."""
+    match = _VERSION_RE.match(str(text))
+    if not match:
+        raise ValueError(f"version must look like '0.13.0', not {text!r}")
+    return int(match.group(1)), int(match.group(2)), int(match.group(3) or 0)
+
+
+def go_quote(raw: str) -> str:
+    """Go's %q of a string/[]byte (strconv.Quote for printable text)."""
+    escapes = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\a": "\\a", "\b": "\\b",
+               "\f": "\\f", "\v": "\\v"}  # fmt: skip
+    out = []
+    for ch in raw:
+        if ch in escapes:
+            out.append(escapes[ch])
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\x{ord(ch):02x}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
+def go_json_kind(value: Any) -> str:
+    """The JSON kind Go's UnmarshalTypeError names ("object", "array", "string", ...)."""
+    if isinstance(value, dict):
+        return "object"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, bool):
+        return "bool"
+    return "number"
+
+
+def format_unmarshal_error(value: Any, kind: str) -> str:
+    """The bind error of a non-string ``format`` before v0.5.0 (api.*Request.Format was a string)."""
+    struct = "GenerateRequest" if kind == "generate" else "ChatRequest"
+    return f"json: cannot unmarshal {go_json_kind(value)} into Go struct field {struct}.format of type string"
+
+
+def format_mode(value: Any, version: tuple[int, int, int]) -> str:
+    """What a (bind-valid) ``format`` does: "none", "json", "schema" (both constrain) or "invalid" (a 500)."""
+    if value is None or value == "":
+        return "none"
+    if value == "json":
+        return "json"
+    if isinstance(value, dict):
+        return "schema"
+    # other strings/arrays/numbers: ignored up to 0.5.2 (only logged), an error since 0.5.3
+    return "invalid" if version >= (0, 5, 3) else "none"
+
+
+def format_from_response_format(value: Any, version: tuple[int, int, int]) -> Any:
+    """openai.FromChatRequest: the native ``format`` a /v1 ``response_format`` maps to (None: no format)."""
+    if not isinstance(value, dict):
+        return None
+    rtype = str(value.get("type") or "").strip().lower()
+    if rtype == "json_object":
+        return "json"
+    if rtype == "json_schema" and version >= (0, 5, 0):
+        schema = value.get("json_schema")
+        return schema.get("schema") if isinstance(schema, dict) else None
+    return None
+
+
 def _env_int(name: str, default: int) -> int:
     try:
         return int(os.environ.get(name, ""))
@@ -324,6 +439,15 @@ def default_config() -> dict[str, Any]:
         "keep_alive_s": env_keep_alive(os.environ.get("OLLAMA_KEEP_ALIVE")),
         "version": DEFAULT_VERSION,
         "not_found_style": "modern",
+        # adversarial answers: {substring of the source: exact message content / thinking}, verbatim
+        "raw_by_source": {},
+        "raw_thinking_by_source": {},
+        # extra "padding" field of this many bytes in each answer's JSON body (the last object when streaming)
+        "pad_response_bytes": 0,
+        # 400 to a `format` object on /api/chat and /api/generate (as Ollama < 0.5.0 did)
+        "reject_format": False,
+        # 400 (OpenAI-style, param "response_format") to any /v1 response_format: a server without it
+        "reject_response_format": False,
     }
 
 
@@ -339,9 +463,21 @@ def _expiry_rfc3339(expires_wall: float) -> str:
     return _now_rfc3339(expires_wall)
 
 
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
+
+
 def _compact(obj: Any) -> bytes:
-    """JSON like Go's encoder: compact, UTF-8, non-ASCII unescaped."""
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    """JSON like Go's encoder: compact, UTF-8, non-ASCII unescaped.
+
+    A lone surrogate (only from raw_by_source) has no UTF-8 form: it goes out
+    as a JSON ``\\udXXX`` escape, so the client decodes that very code point.
+    """
+    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        # surrogates can only occur inside JSON strings, where an escape is valid
+        return _SURROGATE_RE.sub(lambda m: f"\\u{ord(m.group()):04x}", text).encode("utf-8")
 
 
 class _Answer:
@@ -392,6 +528,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     _rec: dict[str, Any] | None
     _method: str
+    # Inference requests only: see _settle().
+    _settled = True
+    _slot_held = False
 
     def log_message(self, format: str, *args: Any) -> None:
         """Silence per-request logging; load tests make thousands of requests."""
@@ -501,6 +640,7 @@ class _Handler(BaseHTTPRequestHandler):
         for name, value in (headers or {}).items():
             self.send_header(name, value)
         self.end_headers()
+        self._settle()
         if self._method != "HEAD":
             self.wfile.write(payload)
         self._set_status(status)
@@ -519,13 +659,23 @@ class _Handler(BaseHTTPRequestHandler):
         message: str,
         openai: bool = False,
         headers: dict[str, str] | None = None,
+        middleware: bool = False,
+        param: str | None = None,
+        code: str | None = None,
     ) -> None:
-        """Native {"error": msg}; /v1 wraps it like openai.NewError (json.Encoder adds "\\n")."""
+        """Native {"error": msg}; /v1 wraps it like openai.NewError (json.Encoder adds "\\n").
+
+        ``middleware``: a /v1 error raised by ChatMiddleware itself (bind, messages, reasoning), typed
+        by its status; one from the native handler goes through writeError, which typed every error
+        "api_error" before v0.18.0.
+        """
         if not openai:
             self._json(status, {"error": message}, headers)
             return
         etype = {400: "invalid_request_error", 404: "not_found_error"}.get(status, "api_error")
-        obj = {"error": {"message": message, "type": etype, "param": None, "code": None}}
+        if not middleware and not self.server.fake._at_least(0, 18, 0):
+            etype = "api_error"
+        obj = {"error": {"message": message, "type": etype, "param": param, "code": code}}
         self._send(status, _compact(obj) + b"\n", "application/json", headers)
 
     def _start_chunked(self, content_type: str) -> None:
@@ -540,6 +690,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
 
     def _end_chunked(self) -> None:
+        self._settle()
         self.wfile.write(b"0\r\n\r\n")
 
     # ----------------------------------------------------------- simple endpoints
@@ -575,8 +726,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._error(400, "missing request body" if body is None else "model is required")
         found = fake._lookup(name)
         if found is None:
-            # ShowHandler: model '<DisplayShortest>' not found (older: as typed)
-            shown = display_model_name(name) if fake._modern_errors() else name
+            # ShowHandler: model '<DisplayShortest>' not found since v0.30.0 (before: as typed)
+            shown = display_model_name(name) if fake._modern_errors() and fake._at_least(0, 30, 0) else name
             return self._error(404, f"model '{shown}' not found")
         self._json(200, fake._show(found[0], found[1]))
 
@@ -607,10 +758,11 @@ class _Handler(BaseHTTPRequestHandler):
             for _ in lines:
                 if step:
                     time.sleep(step)
+            # waitForStream sets Content-Type "application/json" first; gin's c.JSON keeps a set one
             if spec is None:
-                return self._error(500, PULL_NOT_FOUND)
+                return self._send(500, _compact({"error": PULL_NOT_FOUND}), "application/json")
             fake._install(name, spec)
-            return self._json(200, {"status": "success"})
+            return self._send(200, _compact({"status": "success"}), "application/json")
         self._start_chunked("application/x-ndjson")
         for line in lines:
             self._chunk(_compact(line) + b"\n")
@@ -649,32 +801,60 @@ class _Handler(BaseHTTPRequestHandler):
         """/api/chat ("chat"), /api/generate ("generate"), /v1/chat/completions ("openai")."""
         fake = self.server.fake
         fake._in_flight(+1)
+        self._settled = False
         try:
             self._inference_inner(kind, body)
         finally:
-            fake._in_flight(-1)
+            self._settle()
+
+    def _settle(self) -> None:
+        """The reply is about to be complete: the request stops counting as in flight (and gives back its
+        slot) before its last bytes leave. Otherwise a client that sends its next call the moment it has
+        this answer is counted twice for an instant, and `max_in_flight` reads one above the truth."""
+        if self._settled:
+            return
+        self._settled = True
+        fake = self.server.fake
+        if self._slot_held:
+            self._slot_held = False
+            fake._release_slot()
+        fake._in_flight(-1)
 
     def _inference_inner(self, kind: str, body: Any) -> None:
         fake = self.server.fake
         openai = kind == "openai"
         if isinstance(body, _BadBody):
-            return self._error(400, body.message(), openai)
+            return self._error(400, body.message(), openai, middleware=True)
         if not isinstance(body, dict):
             msg = "missing request body" if body is None else body_type_error(body, kind)
-            return self._error(400, msg, openai)
+            return self._error(400, msg, openai, middleware=True)
 
         # --- request fields, parsed the way Ollama parses them
+        version = fake._version()
         think: Any = None
         keep_alive: float | None = None
         if openai:
+            response_format = body.get("response_format")
+            if response_format is not None and not isinstance(response_format, dict):
+                msg = (
+                    f"json: cannot unmarshal {go_json_kind(response_format)} into Go struct field "
+                    "ChatCompletionRequest.response_format of type openai.ResponseFormat"
+                )
+                return self._error(400, msg, True, middleware=True)
+            if response_format is not None and fake._config_value("reject_response_format"):
+                return self._error(
+                    400, UNSUPPORTED_RESPONSE_FORMAT, True, middleware=True,
+                    param="response_format", code="unsupported_parameter",
+                )  # fmt: skip
             if not body.get("messages"):
-                return self._error(400, EMPTY_MESSAGES, True)
+                return self._error(400, EMPTY_MESSAGES, True, middleware=True)
+            fmt = format_from_response_format(response_format, version)
             reasoning = body.get("reasoning")
             effort = reasoning.get("effort") if isinstance(reasoning, dict) else body.get("reasoning_effort")
             try:
-                think = think_from_reasoning_effort(effort or "")
+                think = think_from_reasoning_effort(effort or "", version)
             except ValueError as exc:
-                return self._error(400, str(exc), True)
+                return self._error(400, str(exc), True, middleware=True)
             cap = body.get("max_tokens")
             if cap is None:
                 cap = body.get("max_completion_tokens")  # not read by real Ollama (see report)
@@ -682,15 +862,21 @@ class _Handler(BaseHTTPRequestHandler):
             # ChatCompletionRequest has no keep_alive field: it is ignored on /v1
         else:
             think = body.get("think")
-            if think is not None and not isinstance(think, bool) and think not in ("high", "medium", "low", "max"):
-                return self._error(400, invalid_think_message(think))
+            if think is not None and not isinstance(think, bool) and think not in think_levels(version):
+                return self._error(400, invalid_think_message(think, version))
             try:
                 keep_alive = parse_keep_alive(body.get("keep_alive"))
             except ValueError as exc:
                 return self._error(400, str(exc))
+            fmt = body.get("format")
+            # api.*Request.Format was a Go string before 0.5.0: anything else fails the bind (400)
+            old_format = version < (0, 5, 0) and fmt is not None and not isinstance(fmt, str)
+            if old_format or (isinstance(fmt, dict) and fake._config_value("reject_format")):
+                return self._error(400, format_unmarshal_error(fmt, kind))
             options = body.get("options")
             cap = options.get("num_predict") if isinstance(options, dict) else None
             stream = body.get("stream") is not False  # native default is streaming
+        fmt_mode = format_mode(fmt, version)
         model = body.get("model")
         if not isinstance(model, str) or not model:
             return self._error(400, "model is required", openai)
@@ -718,6 +904,8 @@ class _Handler(BaseHTTPRequestHandler):
         if empty and not openai and keep_alive == 0:
             fake._unload(installed)
             return self._json(200, self._native_envelope(kind, model, _Answer(""), "unload", metrics=False))
+        if kind == "generate" and version < (0, 5, 0) and fmt not in (None, "", "json"):
+            return self._error(400, FORMAT_MUST_BE_JSON)
         if think not in (None, False) and "thinking" not in caps:
             return self._error(400, f'"{model}" does not support thinking', openai)
         if empty and not openai:
@@ -742,6 +930,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._busy(openai, fake._config_value("busy_retry_after"))
         if got != "ok":
             return self._drop(abandoned=got == "gone")
+        self._slot_held = True
         try:
             if mode == "hang":
                 return self._hang()
@@ -756,19 +945,29 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._send(200, garbage.encode("utf-8"), "application/json; charset=utf-8")
             if mode == "reset":
                 return self._reset_connection()
-            answer = fake._answer(source, lang, think, cap)
             fake._load(installed, keep_alive)
+            if fmt_mode == "invalid":
+                # llm/server.go Completion refuses it before generating: a 500 (nothing was streamed yet)
+                raw_format = json.dumps(fmt, ensure_ascii=False, separators=(",", ":"))
+                return self._error(500, INVALID_FORMAT.format(raw=go_quote(raw_format)), openai)
+            answer = fake._answer(source, lang, think, cap, constrained=fmt_mode in ("json", "schema"))
             elapsed = time.monotonic() - t0
+            pad = max(0, int(fake._config_value("pad_response_bytes") or 0))
             if openai:
-                self._openai_reply(model, answer, prompt_tokens, stream, body)
+                self._openai_reply(model, answer, prompt_tokens, stream, body, pad)
             elif stream:
-                self._native_stream(kind, model, answer, prompt_tokens, elapsed)
+                self._native_stream(kind, model, answer, prompt_tokens, elapsed, pad)
             else:
-                self._json(200, self._native_envelope(kind, model, answer, answer.reason, prompt_tokens, elapsed))
+                reply = self._native_envelope(kind, model, answer, answer.reason, prompt_tokens, elapsed)
+                if pad:
+                    reply["padding"] = "x" * pad
+                self._json(200, reply)
             if keep_alive == 0:
                 fake._unload(installed)  # keep_alive 0 with a prompt: unload after the request
         finally:
-            fake._release_slot()
+            if self._slot_held:
+                self._slot_held = False
+                fake._release_slot()
 
     def _busy(self, openai: bool, retry_after: Any) -> None:
         headers = {}
@@ -897,7 +1096,9 @@ class _Handler(BaseHTTPRequestHandler):
             out.update(self._metrics(prompt_tokens, answer, elapsed))
         return out
 
-    def _native_stream(self, kind: str, model: str, answer: _Answer, prompt_tokens: int, elapsed: float) -> None:
+    def _native_stream(
+        self, kind: str, model: str, answer: _Answer, prompt_tokens: int, elapsed: float, pad: int = 0
+    ) -> None:
         self._start_chunked("application/x-ndjson")
         pieces = [("thinking", p) for p in _pieces(answer.thinking)]
         pieces += [("content", p) for p in _pieces(answer.content)]
@@ -916,11 +1117,13 @@ class _Handler(BaseHTTPRequestHandler):
             self._chunk(_compact(line) + b"\n")
         final = self._native_envelope(kind, model, _Answer(""), answer.reason, prompt_tokens, elapsed)
         final.update(self._metrics(prompt_tokens, answer, elapsed))
+        if pad:
+            final["padding"] = "x" * pad
         self._chunk(_compact(final) + b"\n")
         self._end_chunked()
 
     def _openai_reply(
-        self, model: str, answer: _Answer, prompt_tokens: int, stream: bool, body: dict[str, Any]
+        self, model: str, answer: _Answer, prompt_tokens: int, stream: bool, body: dict[str, Any], pad: int = 0
     ) -> None:
         ident = f"chatcmpl-{random.randint(0, 998)}"
         created = int(time.time())
@@ -936,22 +1139,32 @@ class _Handler(BaseHTTPRequestHandler):
             if answer.thinking:
                 message["reasoning"] = answer.thinking
             reply = dict(head, choices=[{"index": 0, "message": message, "finish_reason": answer.reason}], usage=usage)
+            if pad:
+                reply["padding"] = "x" * pad
             return self._send(200, _compact(reply) + b"\n", "application/json")
         head["object"] = "chat.completion.chunk"
+        # since v0.32.6 deltas are openai.Delta (omitempty) and the finish chunk is separate, with {};
+        # before, each chunk was ToChunk of a native one: role and content always, the done one last
+        delta_type = self.server.fake._at_least(0, 32, 6)
         self._start_chunked("text/event-stream")
         first = True
         pieces = [("reasoning", p) for p in _pieces(answer.thinking)] + [
             ("content", p) for p in _pieces(answer.content)
         ]
-        for field, piece in pieces or [("content", "")]:
-            delta: dict[str, Any] = {"role": "assistant"} if first else {}
+        if delta_type and not pieces:
+            pieces = [("content", "")]  # a wholly empty completion still opens with a role chunk
+        for field, piece in pieces:
+            delta: dict[str, Any] = {"role": "assistant"} if first or not delta_type else {}
             delta["content"] = piece if field == "content" else ""
             if field == "reasoning":
                 delta["reasoning"] = piece
             first = False
             chunk = dict(head, choices=[{"index": 0, "delta": delta, "finish_reason": None}])
             self._chunk(b"data: " + _compact(chunk) + b"\n\n")
-        finish = dict(head, choices=[{"index": 0, "delta": {}, "finish_reason": answer.reason}])
+        last_delta: dict[str, Any] = {} if delta_type else {"role": "assistant", "content": ""}
+        finish = dict(head, choices=[{"index": 0, "delta": last_delta, "finish_reason": answer.reason}])
+        if pad:
+            finish["padding"] = "x" * pad
         self._chunk(b"data: " + _compact(finish) + b"\n\n")
         options = body.get("stream_options")
         if isinstance(options, dict) and options.get("include_usage"):
@@ -1027,7 +1240,17 @@ def _closed_clients(watches: list[_Watch]) -> list[_Watch]:
     return closed
 
 
+def _first_match(table: dict[str, str] | None, source: str) -> str | None:
+    """The value of the first key (in order) that is a substring of ``source``."""
+    for needle, value in (table or {}).items():
+        if needle in source:
+            return value
+    return None
+
+
 def _pieces(text: str, size: int = 8) -> list[str]:
+    """Stream pieces ("tokens") of ``size`` chars; at most ~1024 of them (a 2 MiB raw answer stays fast)."""
+    size = max(size, -(-len(text) // 1024))
     return [text[i : i + size] for i in range(0, len(text), size)]
 
 
@@ -1051,18 +1274,35 @@ def body_type_error(body: Any, kind: str) -> str:
     return f"json: cannot unmarshal {json_kind} into Go value of type {go_type}"
 
 
-def invalid_think_message(value: Any) -> str:
+def think_levels(version: tuple[int, int, int] = (99, 0, 0)) -> tuple[str, ...]:
+    """api.ThinkValue's string levels ("max" since v0.22.0)."""
+    return ("high", "medium", "low", "max") if version >= (0, 22, 0) else ("high", "medium", "low")
+
+
+def invalid_think_message(value: Any, version: tuple[int, int, int] = (99, 0, 0)) -> str:
+    """api.ThinkValue.UnmarshalJSON's error (Go %q of the string)."""
+    levels = "".join(f'"{level}", ' for level in think_levels(version))
     if isinstance(value, str):
-        return f'invalid think value: "{value}" (must be "high", "medium", "low", "max", true, or false)'
-    return 'think must be a boolean or string ("high", "medium", "low", "max", true, or false)'
+        return f"invalid think value: {go_quote(value)} (must be {levels}true, or false)"
+    return f"think must be a boolean or string ({levels}true, or false)"
 
 
-def think_from_reasoning_effort(effort: str) -> Any:
-    """openai.thinkFromReasoningEffort: the /v1 effort -> native think value."""
+def think_from_reasoning_effort(effort: str, version: tuple[int, int, int] = (99, 0, 0)) -> Any:
+    """openai.FromChatRequest / thinkFromReasoningEffort: the /v1 effort -> native think value.
+
+    v0.12.4-v0.21.x: high, medium, low, none; v0.22.0+: also max; v0.33.0+ (thinkFromReasoningEffort):
+    also minimal (-> low), xhigh and ultra (-> max), and the error quotes with %q.
+    """
     if effort == "":
         return None
     if effort == "none":
         return False
+    if version < (0, 33, 0):
+        allowed = ("high", "medium", "low", "max") if version >= (0, 22, 0) else ("high", "medium", "low")
+        if effort in allowed:
+            return effort
+        listed = "".join(f'"{level}", ' for level in allowed)
+        raise ValueError(f"invalid reasoning value: '{effort}' (must be {listed}or \"none\")")
     if effort == "minimal":
         return "low"
     if effort in ("low", "medium", "high", "max"):
@@ -1070,7 +1310,7 @@ def think_from_reasoning_effort(effort: str) -> Any:
     if effort in ("xhigh", "ultra"):
         return "max"
     raise ValueError(
-        f'invalid reasoning value: "{effort}" '
+        f"invalid reasoning value: {go_quote(effort)} "
         '(must be "minimal", "low", "medium", "high", "xhigh", "ultra", "max", or "none")'
     )
 
@@ -1177,6 +1417,20 @@ class FakeOllama:
                 raise ValueError(f"unknown style {style!r}")
         if kw.get("not_found_style", "modern") not in ("modern", "legacy"):
             raise ValueError("not_found_style must be 'modern' or 'legacy'")
+        if "version" in kw:
+            version_tuple(kw["version"])  # raises ValueError on junk
+        for key in ("raw_by_source", "raw_thinking_by_source"):
+            table = kw.get(key, {})
+            if not isinstance(table, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in table.items()
+            ):
+                raise ValueError(f"{key} must map source substrings to strings")
+        pad = kw.get("pad_response_bytes", 0)
+        if isinstance(pad, bool) or not isinstance(pad, int) or pad < 0:
+            raise ValueError("pad_response_bytes must be an int >= 0")
+        for key in ("reject_format", "reject_response_format"):
+            if not isinstance(kw.get(key, False), bool):
+                raise ValueError(f"{key} must be a bool")
         failures = kw.get("failures")
         if failures is not None:
             kw["failures"] = [self._normalize_failure(rule) for rule in failures]
@@ -1254,6 +1508,13 @@ class FakeOllama:
     def _config_value(self, key: str) -> Any:
         with self._lock:
             return self._config.get(key)
+
+    def _version(self) -> tuple[int, int, int]:
+        return version_tuple(self._config_value("version"))
+
+    def _at_least(self, major: int, minor: int, patch: int) -> bool:
+        """Whether the configured Ollama "version" is at least major.minor.patch."""
+        return self._version() >= (major, minor, patch)
 
     def _modern_errors(self) -> bool:
         return bool(self._config_value("not_found_style") != "legacy")
@@ -1403,8 +1664,9 @@ class FakeOllama:
                 "size": spec["size"],
                 "digest": spec["digest"],
                 "details": spec["details"],
-                "capabilities": spec["capabilities"],
             }
+            if self._at_least(0, 30, 0):  # ListModelResponse.Capabilities (omitempty) since v0.30.0
+                entry["capabilities"] = spec["capabilities"]
             if with_created:
                 entry["_created"] = int(spec["modified_at"])
             out.append(entry)
@@ -1432,7 +1694,7 @@ class FakeOllama:
             key, value = line.split(None, 1)
             modelfile += f"PARAMETER {key} {value}\n"
         billions = float(re.sub(r"[^0-9.]", "", str(details["parameter_size"])) or 7.6)
-        return {
+        out: dict[str, Any] = {
             "modelfile": modelfile,
             "parameters": parameters,
             "template": template,
@@ -1449,9 +1711,17 @@ class FakeOllama:
                 "tokenizer.ggml.model": "gpt2",
                 "tokenizer.ggml.tokens": [],
             },
-            "capabilities": spec["capabilities"],
-            "modified_at": _now_rfc3339(spec["modified_at"]),
         }
+        if self._at_least(0, 7, 0):  # GetModelInfo fills resp.Tensors (verbose or not) since v0.7.0
+            out["tensors"] = [
+                {"name": "token_embd.weight", "type": "Q4_K", "shape": [2560, 151936]},
+                {"name": "blk.0.attn_q.weight", "type": "Q4_K", "shape": [2560, 4096]},
+                {"name": "output_norm.weight", "type": "F32", "shape": [2560]},
+            ]
+        if self._at_least(0, 6, 4):  # ShowResponse.Capabilities since v0.6.4
+            out["capabilities"] = spec["capabilities"]
+        out["modified_at"] = _now_rfc3339(spec["modified_at"])
+        return out
 
     def _pullable(self, name: str) -> dict[str, Any] | None:
         """Spec for a pullable name, or None when the registry has no such model."""
@@ -1508,18 +1778,18 @@ class FakeOllama:
             found = self._lookup(name)
             spec = found[1] if found else self._full_spec(name, {})
             details = dict(spec["details"])
-            out.append(
-                {
-                    "name": name,
-                    "model": name,
-                    "size": spec["size"] + 400_000_000,
-                    "digest": spec["digest"],
-                    "details": details,
-                    "expires_at": _expiry_rfc3339(entry["expires_wall"]),
-                    "size_vram": spec["size"] + 400_000_000,
-                    "context_length": 4096,
-                }
-            )
+            item = {
+                "name": name,
+                "model": name,
+                "size": spec["size"] + 400_000_000,
+                "digest": spec["digest"],
+                "details": details,
+                "expires_at": _expiry_rfc3339(entry["expires_wall"]),
+                "size_vram": spec["size"] + 400_000_000,
+            }
+            if self._at_least(0, 10, 0):  # ProcessModelResponse.ContextLength since v0.10.0
+                item["context_length"] = 4096
+            out.append(item)
         return out
 
     # ----------------------------------------------------------- answers
@@ -1538,7 +1808,8 @@ class FakeOllama:
                 return dict(rule)
         return None
 
-    def _answer(self, source: str, lang: str, think: Any, cap: Any) -> _Answer:
+    def _answer(self, source: str, lang: str, think: Any, cap: Any, constrained: bool = False) -> _Answer:
+        """The model's answer; ``constrained``: a ``format`` ("json" or a schema) is in force."""
         with self._lock:
             key = (source, lang)
             self._asks[key] = ask = self._asks.get(key, 0) + 1
@@ -1548,12 +1819,20 @@ class FakeOllama:
                 if needle in source:
                     style = candidate
                     break
+            raw = _first_match(cfg["raw_by_source"], source)
+            raw_thinking = _first_match(cfg["raw_thinking_by_source"], source)
             translations = cfg["translations"] or {}
             thinking_tokens = int(cfg["thinking_tokens"])
+        if raw is not None:
+            # verbatim: no style, no format constraint, no output cap
+            return _Answer(raw, raw_thinking or "")
         text = translations[source] if source in translations else translate(source, lang)
-        answer = render(style, source, lang, text, ask, think is False, thinking_tokens)
+        answer = render(style, source, lang, text, ask, think is False, thinking_tokens, constrained)
         # a thinking-only model that runs out of budget never reaches its answer
-        return apply_cap(answer, cap, partial_content=style != "always_thinks")
+        answer = apply_cap(answer, cap, partial_content=style != "always_thinks")
+        if raw_thinking is not None:
+            answer.thinking = raw_thinking
+        return answer
 
 
 def render(
@@ -1564,11 +1843,20 @@ def render(
     ask: int,
     no_thinking: bool,
     thinking_tokens: int,
+    constrained: bool = False,
 ) -> _Answer:
-    """Shape the translation ``text`` the way a model with ``style`` would answer."""
+    """Shape the translation ``text`` the way a model with ``style`` would answer.
+
+    ``constrained`` (a ``format`` is in force): the grammar only lets JSON out, so the styles whose
+    output is not JSON (plain, quoted, fenced, think_tags) answer the bare ``{"tr": ...}`` object;
+    the JSON-valid but bad ones (placeholder, empty, echo, chinese, long/hanzi, cutoff) stay as they are.
+    """
 
     def tr(value: str) -> str:
         return json.dumps({"tr": value}, ensure_ascii=False)
+
+    if constrained and style in NOT_JSON_STYLES:
+        return _Answer(tr(text))
 
     reasoning = f"The user wants this subtitle line in language '{lang}'. Keep it short and natural."
     hanzi = next((c for c in source if is_ideograph(c)), "中")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import psutil
 
 from tests.conftest import make_settings
-from tests.helpers import gone
+from tests.helpers import gone, wait_ready
 from tests.helpers import wait_until as wait_for
 from tests.servers.fake_ollama import FakeOllama
 from tests.servers.fake_ollama_cli import write_fake_ollama_executable
@@ -50,8 +51,8 @@ def test_autostart_spawns_ollama_with_our_parallelism_and_stops_only_it(tmp_path
     service = ServiceServer(settings).start()
     try:
         with service.client() as client:
-            health = client.get("/health").json()
-            assert health["status"] == "ready", health
+            # /health answers while `ollama serve` starts in the background; then it is ready.
+            health = wait_ready(service.url)
             ollama = health["backend"]["ollama"]
             assert ollama["started_by_service"] is True
             pid = ollama["pid"]
@@ -124,9 +125,64 @@ def test_missing_default_model_keeps_the_service_up_with_a_pull_hint(fake_clean:
 def test_pull_missing_model_pulls_it_at_startup(fake_clean: FakeOllama) -> None:
     settings = make_settings(ollama_url=fake_clean.url, model="gemma9:1b", pull_missing_model=True)
     with ServiceServer(settings) as service, service.client() as client:
-        assert client.get("/health").json()["status"] == "ready"
+        # The pull runs in the background: /health answers meanwhile, then says ready.
+        health = wait_ready(service.url)
+        assert health["backend"]["pull"]["state"] == "done"
         assert client.post("/retranslate", json=ONE_TASK).json()["model"] == "gemma9:1b"
     assert any(r["path"] == "/api/pull" for r in fake_clean.stats()["requests"])
+
+
+def test_a_failed_pull_leaves_the_service_up_saying_why(fake_clean: FakeOllama) -> None:
+    fake_clean.configure(pullable={})  # the registry has no such model
+    settings = make_settings(ollama_url=fake_clean.url, model="gemma9:1b", pull_missing_model=True)
+    with ServiceServer(settings) as service, service.client() as client:
+
+        def pull_state() -> str | None:
+            return client.get("/health").json()["backend"].get("pull", {}).get("state")
+
+        assert wait_for(lambda: pull_state() == "failed")
+        health = client.get("/health").json()
+        refused = client.post("/retranslate", json=ONE_TASK)
+    assert health["status"] == "degraded"
+    assert "pulling gemma9:1b failed" in health["problem"]
+    assert "file does not exist" in health["backend"]["pull"]["status"]
+    assert refused.status_code == 503
+    assert "ollama pull gemma9:1b" in refused.json()["detail"]
+
+
+def test_a_crashed_ollama_serve_is_restarted_a_bounded_number_of_times(tmp_path: Path) -> None:
+    binary = write_fake_ollama_executable(tmp_path)
+    port = free_port()
+    settings = make_settings(
+        ollama_url=f"http://127.0.0.1:{port}", autostart_ollama=True, ollama_binary=str(binary), ollama_max_restarts=1
+    )
+    with ServiceServer(settings) as service, service.client() as client:
+        first = wait_ready(service.url)["backend"]["ollama"]["pid"]
+        os.kill(first, signal.SIGKILL)
+
+        def restarted() -> bool:
+            ollama = client.get("/health").json()["backend"]["ollama"]
+            return ollama["pid"] not in (None, first) and ollama["process"]["state"] == "running"
+
+        assert wait_for(restarted)  # after a backoff, a new `ollama serve`
+        health = wait_ready(service.url)
+        second = health["backend"]["ollama"]["pid"]
+        assert health["backend"]["ollama"]["process"]["restarts"] == 1
+        assert client.post("/retranslate", json=ONE_TASK).json()["results"][0]["success"] is True
+
+        os.kill(second, signal.SIGKILL)  # once more: the bound (RETRANSLATE_OLLAMA_MAX_RESTARTS=1) is reached
+
+        def given_up() -> bool:
+            return client.get("/health").json()["backend"]["ollama"]["process"]["state"] == "failed"
+
+        assert wait_for(given_up)
+        refused = client.post("/retranslate", json=ONE_TASK)
+        health = client.get("/health").json()
+    assert refused.status_code == 503
+    assert "crashed 2 times in a row" in refused.json()["detail"]
+    assert health["backend"]["ollama"]["process"]["restarts"] == 1  # no new start per request
+    assert gone(first)
+    assert gone(second)
 
 
 def test_service_runs_as_python_dash_m_app(tmp_path: Path, fake: FakeOllama) -> None:

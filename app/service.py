@@ -1,0 +1,96 @@
+"""The service's one entry point for a batch: choose the backend and model, run, unload.
+
+The HTTP routes and the CLI both go through `Engine.retranslate`; the lifespan (or the CLI) creates one
+`Engine` and closes it, stopping in reverse order whatever it started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from app import langid
+from app.backends import Lease, Selector
+from app.cache import ResultCache
+from app.metrics import Metrics
+from app.schemas import RetranslateRequest, RetranslateResponse
+from app.settings import Settings
+from app.translator import Job, Translator
+from app.translator.core import ResultCallback
+
+log = logging.getLogger(__name__)
+
+
+class Engine:
+    def __init__(self, settings: Settings, metrics: Metrics | None = None, *, allow_autostart: bool = True) -> None:
+        self.settings = settings
+        self.metrics = metrics if metrics is not None else Metrics()
+        self.cache = ResultCache(settings.cache_size, settings.cache_path)
+        self.selector = Selector(settings, self.metrics, allow_autostart=allow_autostart)
+        self.translator = Translator(settings, self.cache, self.metrics, on_thinking=self.selector.note_thinking)
+        self._releases: set[asyncio.Future[None]] = set()
+        self._warmup: asyncio.Future[None] | None = None
+
+    async def open(self, *, check_backend: bool = True) -> None:
+        """Open the cache and, for the service, check (and start) the backend in the background."""
+        await self.cache.open()
+        # The language identifier's model takes about a second to load: in a thread, beside the backend check
+        # (the first Latin-script answer waits for it if it comes sooner).
+        self._warmup = asyncio.ensure_future(asyncio.to_thread(langid.load))
+        if check_backend:
+            await self.selector.start()
+
+    async def close(self) -> None:
+        if self._warmup is not None:
+            await asyncio.wait({self._warmup})  # a thread cannot be cancelled: let it finish
+        try:
+            await self.translator.close()
+            await self.selector.close()
+        finally:
+            self.cache.close()
+
+    async def settle(self, timeout_s: float) -> None:
+        """Wait (bounded) for batches' releases and unloads still running, e.g. after a cancelled batch."""
+        if self._releases:
+            await asyncio.wait(set(self._releases), timeout=timeout_s)
+
+    def drain(self, grace_s: float) -> None:
+        self.translator.drain(grace_s)
+
+    async def acquire(self, model: str | None) -> Lease:
+        """The handle a batch will run on; raises 503-mapped errors that say how to fix the backend."""
+        return await self.selector.acquire(model)
+
+    async def retranslate(
+        self, body: RetranslateRequest, lease: Lease | None = None, on_result: ResultCallback | None = None
+    ) -> RetranslateResponse:
+        """Run one batch. `lease` comes from `acquire` when the caller needed to know before starting
+        (a stream answers 503 before its first byte); the batch always releases it."""
+        if lease is None:
+            lease = await self.acquire(body.model)
+        handle = lease.handle
+        jobs = [Job(t.task_id, t.source, t.target_language, t.max_length, t.context) for t in body.tasks]
+        try:
+            results, summary = await self.translator.run(
+                jobs,
+                handle,
+                deadline_s=body.deadline_s,
+                glossary=body.glossary,
+                use_cache=body.use_cache,
+                on_result=on_result,
+            )
+        finally:
+            # Voice cloning runs next on the same GPU: free it even when the batch failed or its client left
+            # (shielded: a cancelled batch still releases; `settle` waits for it).
+            release = asyncio.ensure_future(lease.release(unload=body.unload_after))
+            self._releases.add(release)
+            release.add_done_callback(self._releases.discard)
+            await asyncio.shield(release)
+        return RetranslateResponse(
+            model=handle.model_answering,
+            backend=handle.kind,
+            demo_model=handle.demo,
+            model_reason=handle.model_reason,
+            results=results,
+            summary=summary,
+        )

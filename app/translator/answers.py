@@ -1,0 +1,92 @@
+"""What a model's reply means: a translation to check, or a classified failure. Pure functions.
+
+A reply is untrusted input: anything can arrive (a lone surrogate, control characters, 50,000 characters,
+our own prompt echoed). This is the one place that turns it into text the rest of the service may look
+at, and it checks that text before anything else does: valid Unicode without control characters, in NFC,
+at most RETRANSLATE_MAX_ANSWER_CHARS long, not a placeholder, not our own instructions or examples.
+`app.dubbing` then judges the text against the line's budget and its language's rules.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass
+
+import regex
+
+from app.backends.base import ChatReply
+from app.editor_protocol import RECOMMENDED_MODEL
+from app.errors import BackendCallError, ErrorKind
+from app.languages import Language
+from app.prompt import UnusableAnswer, copies_example, echoes_prompt, parse_answer, strip_thinking
+
+# Lone surrogates, control characters, private-use characters, unassigned code points, and the invisible
+# direction controls that can reorder what a subtitle shows.
+_UNSAFE = regex.compile(r"[\p{Cs}\p{Cc}\p{Co}\p{Cn}\u200e\u200f\u061c\u202a-\u202e\u2066-\u2069]")
+
+
+@dataclass(frozen=True)
+class Answer:
+    text: str
+
+
+def unusable(message: str) -> BackendCallError:
+    return BackendCallError(ErrorKind.UNUSABLE_OUTPUT, message)
+
+
+def unsafe_text(text: str) -> str | None:
+    """Why `text` cannot be handed on (to a response, a log line, the cache), or None."""
+    found = _UNSAFE.search(text)
+    if found is None:
+        return None
+    char = found.group(0)
+    if "\ud800" <= char <= "\udfff":
+        return f"it holds a lone surrogate (U+{ord(char):04X}), which is not valid Unicode"
+    category = unicodedata.category(char)
+    kind = {"Cc": "a control character", "Co": "a private-use character", "Cn": "an unassigned code point"}
+    return f"it holds {kind.get(category, 'an invisible direction control')} (U+{ord(char):04X})"
+
+
+def check_text(text: str, *, max_chars: int) -> str:
+    """The answer's text, normalised (NFC), or UNUSABLE_OUTPUT saying what is wrong with it."""
+    problem = unsafe_text(text)
+    if problem is not None:
+        raise unusable(f"the answer is not usable text: {problem}")
+    text = unicodedata.normalize("NFC", text)
+    if len(text) > max_chars:
+        raise unusable(
+            f"the answer is {len(text)} characters long; a subtitle line is at most {max_chars} "
+            "(RETRANSLATE_MAX_ANSWER_CHARS)"
+        )
+    return text
+
+
+def has_thinking(reply: ChatReply) -> bool:
+    """The reply carries thinking (a field, or tags in the text) although we asked for none."""
+    return bool(reply.thinking.strip()) or strip_thinking(reply.content)[1]
+
+
+def interpret(reply: ChatReply, *, model: str, max_tokens: int, max_chars: int, source: str, lang: Language) -> Answer:
+    """The translation in `reply`, or UNUSABLE_OUTPUT / THINKING_EXHAUSTED."""
+    rest, tagged = strip_thinking(reply.content)
+    thought = bool(reply.thinking.strip()) or tagged
+    if reply.finish_reason == "length":
+        if thought and not rest:
+            raise BackendCallError(
+                ErrorKind.THINKING_EXHAUSTED,
+                f"model {model} spent its whole allowance of {max_tokens} tokens thinking and gave no answer; it "
+                f"thinks whatever the request says. Fix: `ollama pull {RECOMMENDED_MODEL}` and unset "
+                f"RETRANSLATE_MODEL (or set it to {RECOMMENDED_MODEL})",
+            )
+        raise unusable(f"the answer was cut off at the output cap of {max_tokens} tokens")
+    try:
+        text = parse_answer(reply.content).text
+    except UnusableAnswer as exc:
+        raise unusable(str(exc)) from None
+    text = check_text(text, max_chars=max_chars)
+    if copies_example(text, source, lang):
+        # Small models sometimes copy a few-shot answer instead of translating the line.
+        raise unusable(f"the model repeated the prompt's example answer {text!r}")
+    if echoes_prompt(text, source, lang):
+        raise unusable("the model answered with our own instructions instead of a translation")
+    return Answer(text)

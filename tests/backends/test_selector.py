@@ -1,0 +1,110 @@
+"""Which backend a batch runs on: `auto` switching between batches, and concurrency matched to the slots.
+
+Real processes: llama.cpp's llama-server with the demo model, and the fake Ollama on a loopback port.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import httpx
+import pytest
+
+from app.backends.embedded import demo_model_path
+from tests.conftest import ENGINE, engine_available, make_settings
+from tests.helpers import chat_calls, gone, slots_busy, wait_ready, wait_until
+from tests.servers.fake_ollama import FakeOllama
+from tests.servers.service import ServiceServer, free_port
+
+LINES = ["这是我的书", "他很高兴", "今天下雨了", "谢谢你", "我们走吧", "明天见", "大哥", "是个小包工头"]
+
+
+def en_batch(prefix: str) -> dict[str, Any]:
+    tasks = [{"task_id": f"{prefix}{i}", "source": s, "target_language": "en"} for i, s in enumerate(LINES)]
+    return {"tasks": tasks, "use_cache": False}
+
+
+@pytest.fixture
+def engine() -> None:
+    if not engine_available():
+        pytest.skip("the embedded extra is not installed")
+
+
+@pytest.mark.usefixtures("engine")
+def test_auto_finishes_a_batch_on_its_engine_and_goes_back_to_ollama_for_the_next() -> None:
+    port = free_port()
+    settings = make_settings(
+        **{**ENGINE, "backend": "auto", "ollama_url": f"http://127.0.0.1:{port}"},
+        embedded_model_path=str(demo_model_path()),
+    )
+    with ServiceServer(settings) as service:
+        health = wait_ready(service.url, 300)
+        assert health["backend"]["kind"] == "embedded"
+        engine_pid, engine_port = health["backend"]["embedded"]["pid"], health["backend"]["embedded"]["port"]
+        first: dict[str, Any] = {}
+        runner = threading.Thread(
+            target=lambda: first.update(
+                httpx.post(f"{service.url}/retranslate", json=en_batch("e"), timeout=600).json()
+            )
+        )
+        runner.start()
+        assert wait_until(lambda: slots_busy(engine_port), 120)  # the batch is on the engine...
+        with FakeOllama(port=port) as ollama:  # ...when Ollama comes up
+            runner.join(600)
+            # The batch kept its handle to the end: every line on the engine, none sent to Ollama, and its
+            # response says so.
+            assert first["backend"] == "embedded"
+            assert first["model"] == "SmolLM2-135M-Instruct.Q4_1"
+            assert first["summary"]["total"] == len(LINES)
+            assert chat_calls(ollama) == 0
+            # The next batch runs on Ollama, which answers again.
+            second = httpx.post(f"{service.url}/retranslate", json=en_batch("o"), timeout=60).json()
+            assert second["backend"] == "ollama"
+            assert second["summary"]["succeeded"] == len(LINES)
+            assert chat_calls(ollama) == len(LINES)
+            # No batch uses the engine any more: its memory is freed.
+            assert wait_until(lambda: gone(engine_pid), 30)
+            health = httpx.get(f"{service.url}/health", timeout=10).json()
+        assert health["backend"]["kind"] == "ollama"
+        assert health["backend"]["embedded"]["running"] is False
+
+
+@pytest.mark.usefixtures("engine")
+def test_concurrency_is_bounded_by_an_external_llama_servers_slots(engine_service: ServiceServer) -> None:
+    engine_port = httpx.get(f"{engine_service.url}/health", timeout=10).json()["backend"]["embedded"]["port"]
+    settings = make_settings(
+        backend="openai",
+        openai_base_url=f"http://127.0.0.1:{engine_port}/v1",
+        model="SmolLM2-135M-Instruct.Q4_1",
+        request_timeout_s=120.0,
+        max_concurrency=16,
+    )
+    with ServiceServer(settings) as service:
+        health = wait_ready(service.url)
+        assert health["backend"]["openai"]["server"] == "llama-server"
+        assert health["max_concurrency"] == 16
+        assert health["backend_slots"] == ENGINE["max_concurrency"]  # its /props: total_slots
+        assert health["effective_concurrency"] == ENGINE["max_concurrency"]
+        peak = 0
+        done = threading.Event()
+
+        def watch() -> None:
+            nonlocal peak
+            with httpx.Client(timeout=5) as client:
+                while not done.is_set():
+                    metrics = client.get(f"{service.url}/metrics").text
+                    for line in metrics.splitlines():
+                        if line.startswith("retranslate_backend_in_flight "):
+                            peak = max(peak, int(float(line.split()[1])))
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        try:
+            body = httpx.post(f"{service.url}/retranslate", json={**en_batch("s"), "tasks": en_batch("s")["tasks"] * 1},
+                              timeout=600).json()  # fmt: skip
+        finally:
+            done.set()
+            watcher.join(10)
+    assert body["summary"]["total"] == len(LINES)
+    assert 1 <= peak <= int(str(ENGINE["max_concurrency"]))
