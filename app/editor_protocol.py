@@ -703,3 +703,16 @@ def translate_via_service(
 
 def no_service_notice(url: str, problem: str) -> str:
     return f"not translated: no service answered at {url} (RETRANSLATE_URL; {START_HINT}), and {problem}"
+
+
+def models_table() -> str:
+    """The README's preference list (`python -m app.editor_protocol --models`)."""
+    lines = ["| preference | model |", "|---|---|"]
+    lines += [f"| {i} | `{name}`{' (recommended)' if name == RECOMMENDED_MODEL else ''} |"
+              for i, name in enumerate(MODEL_PREFERENCE, 1)]  # fmt: skip
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--models"]:
+        print(models_table())

@@ -17,15 +17,16 @@ from contextlib import asynccontextmanager
 from types import FrameType
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi_offline import FastAPIOffline
 
 from app.errors import register_exception_handlers
 from app.logs import configure_logging
 from app.metrics import Metrics
-from app.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from app.middleware import BodyLimitMiddleware, HostCheckMiddleware, RequestIdMiddleware
 from app.routes import router
+from app.security import require_api_key
 from app.service import Engine
 from app.settings import Settings, load_settings
 
@@ -81,6 +82,20 @@ def _document_open_access(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
+def _live_description(app: FastAPI) -> None:
+    """The docs page names the backend and model answering now (and warns when it is the demo model)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = build()
+        engine = getattr(app.state, "engine", None)
+        if engine is None:
+            return schema
+        return {**schema, "info": {**schema["info"], "description": engine.selector.summary()}}
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
     configure_logging(settings.log_level)
@@ -111,9 +126,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics
     if settings.api_key is None:
         _document_open_access(app)
+    _live_description(app)
     register_exception_handlers(app)
     app.include_router(router)
-    metrics.instrument(app)
+    metrics.instrument(app, [Depends(require_api_key)])
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.cors_origins,
@@ -122,6 +138,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         expose_headers=["X-Request-ID"],
     )
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        HostCheckMiddleware, allowed=[*settings.allowed_hosts, settings.host], origins=settings.cors_origins
+    )
     # Outermost, so the id is set for everything below it (and echoed on CORS and error responses too).
     app.add_middleware(RequestIdMiddleware)
     return app

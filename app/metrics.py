@@ -6,6 +6,9 @@ never collide, and `/metrics` shows exactly this app's numbers.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 from fastapi import FastAPI
 from fastapi.responses import PlainTextResponse
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -39,13 +42,18 @@ class Metrics:
             registry=r,
         )
 
-    def instrument(self, app: FastAPI) -> None:
-        """HTTP request metrics for every route, and GET /metrics."""
+    def instrument(self, app: FastAPI, dependencies: Sequence[Any]) -> None:
+        """HTTP request metrics for every route, and GET /metrics (behind the API key when one is set:
+        Prometheus sends it as a bearer token, `authorization: {credentials: ...}` in a scrape config)."""
         Instrumentator(registry=self.registry, excluded_handlers=["/metrics"]).instrument(app).expose(
             app,
             include_in_schema=True,
             tags=["operations"],
             summary="Prometheus metrics (text exposition format)",
             response_class=PlainTextResponse,
-            responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+            dependencies=dependencies,
+            responses={
+                200: {"content": {"text/plain": {"schema": {"type": "string"}}}},
+                401: {"description": "RETRANSLATE_API_KEY is set and the request did not carry it."},
+            },
         )

@@ -1,14 +1,23 @@
 """Pure ASGI middleware (Starlette's BaseHTTPMiddleware would hide client disconnects from the routes).
 
-`X-Request-ID`: taken from the request when it is a sane token, else generated; echoed in the response and
-attached to every log line written while the request runs (a context variable read by a logging filter).
+- `X-Request-ID`: taken from the request when it is a sane token, else generated; echoed in the response and
+  attached to every log line written while the request runs (a context variable read by a logging filter).
+  A request whose client went away (answered 499, which the server cannot send any more) still gets its one
+  access line.
+- Host and Origin: only the names in RETRANSLATE_ALLOWED_HOSTS are served (a web page rebound to 127.0.0.1,
+  "DNS rebinding", sends its own name), and a browser's cross-site request is refused unless its origin is
+  allowed.
+- Body size: RETRANSLATE_MAX_BODY_BYTES, declared or streamed.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 import uuid
+from collections.abc import Iterable
+from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -37,12 +46,89 @@ class RequestIdMiddleware:
             if message["type"] == "http.response.start":
                 headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != REQUEST_ID_HEADER]
                 message = {**message, "headers": [*headers, (REQUEST_ID_HEADER, rid.encode())]}
+                if message["status"] == CLIENT_GONE:
+                    _log_client_gone(scope)
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
         finally:
             request_id.reset(token)
+
+
+# nginx's "client closed request": the status our routes answer when the client has gone, for the logs and
+# metrics (the server does not send it: there is nobody to send it to, so it writes no access line either).
+CLIENT_GONE = 499
+_access = logging.getLogger("uvicorn.access")
+
+
+def _log_client_gone(scope: Scope) -> None:
+    client = scope.get("client")
+    address = f"{client[0]}:{client[1]}" if client else "-"
+    path = scope.get("path", "")
+    # uvicorn's access formatter reads exactly these five arguments.
+    _access.info('%s - "%s %s HTTP/%s" %d', address, scope.get("method", ""), path, scope.get("http_version", ""),
+                 CLIENT_GONE)  # fmt: skip
+
+
+def _hostname(value: str) -> str:
+    """`Host`/netloc without its port, lower case, no trailing dot: `[::1]:8642` -> `[::1]`."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        return value[: value.find("]") + 1] if "]" in value else value
+    return value.rsplit(":", 1)[0].rstrip(".") if value.count(":") == 1 else value.rstrip(".")
+
+
+async def _send_json(send: Send, status: int, detail: str) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class HostCheckMiddleware:
+    """400 for a Host header not in `allowed` (the setting names itself in the message); 403 for a browser
+    request from an origin that is neither allowed for CORS nor this service's own."""
+
+    def __init__(self, app: ASGIApp, allowed: Iterable[str], origins: Iterable[str]) -> None:
+        self.app = app
+        self.allowed = {_hostname(host) for host in allowed}
+        self.any_host = "*" in self.allowed
+        self.origins = {origin.rstrip("/").lower() for origin in origins}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        host = headers.get(b"host", b"").decode("latin-1")
+        if host and not self.any_host and _hostname(host) not in self.allowed:
+            shown = host[:100].encode("ascii", "backslashreplace").decode()
+            await _send_json(
+                send,
+                400,
+                f"this service does not answer to the host name {shown!r} (a protection against DNS rebinding): "
+                "if you reach it under that name on purpose, add it to RETRANSLATE_ALLOWED_HOSTS",
+            )
+            return
+        origin = headers.get(b"origin", b"").decode("latin-1").rstrip("/").lower()
+        if origin and origin != "null" and scope.get("method") != "OPTIONS" and origin not in self.origins:
+            origin_host = _hostname(urlsplit(origin).netloc)
+            if not (self.any_host or origin_host in self.allowed):
+                shown = origin[:100].encode("ascii", "backslashreplace").decode()
+                await _send_json(
+                    send,
+                    403,
+                    f"requests from the web page at {shown!r} are not allowed: add its origin to "
+                    "RETRANSLATE_CORS_ORIGINS if it should drive this service",
+                )
+                return
+        await self.app(scope, receive, send)
 
 
 TOO_LARGE = "the request body is larger than {limit} bytes (RETRANSLATE_MAX_BODY_BYTES): send fewer tasks per request"
@@ -79,12 +165,4 @@ class BodyLimitMiddleware:
 
 
 async def _send_413(send: Send, limit: int) -> None:
-    body = json.dumps({"detail": TOO_LARGE.format(limit=limit)}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 413,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+    await _send_json(send, 413, TOO_LARGE.format(limit=limit))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any, TypeVar
@@ -10,8 +11,9 @@ from typing import Any, TypeVar
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from app.bodies import StrictJSONRoute
 from app.deps import EngineDep, SettingsDep
-from app.errors import ErrorKind, TranslationFailed
+from app.errors import DemoRefused, ErrorKind, TranslationFailed
 from app.languages import LANGUAGES, language_aliases
 from app.schemas import (
     HealthResponse,
@@ -37,7 +39,12 @@ _LIMITS: dict[int | str, dict[str, Any]] = {
 }
 
 # Translation routes need the API key when one is set; operations routes (health, docs) never do.
-api = APIRouter(dependencies=[Depends(require_api_key)], responses={**_UNAUTHORIZED, **_LIMITS})
+api = APIRouter(
+    dependencies=[Depends(require_api_key)],
+    responses={**_UNAUTHORIZED, **_LIMITS},
+    # Bodies are parsed as strict JSON (app.bodies): a malformed one is a 422 in the documented shape.
+    route_class=StrictJSONRoute,
+)
 ops = APIRouter(tags=["operations"])
 router = APIRouter()
 
@@ -70,6 +77,9 @@ async def until_disconnect(request: Request, work: Coroutine[Any, Any, T]) -> T:
         watcher.cancel()
         if not task.done():
             task.cancel()
+            # Let the work finish being cancelled (its batch releases its lease) before we look at it.
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
     if task.cancelled():
         raise ClientGone
     return task.result()
@@ -84,7 +94,7 @@ async def until_disconnect(request: Request, work: Coroutine[Any, Any, T]) -> T:
 async def retranslate(body: RetranslateRequest, engine: EngineDep, settings: SettingsDep, request: Request) -> Any:
     """Every task comes back, in request order. A failed item has `translation: null`, an `error` and an
     `error_code`."""
-    check_limits(body, settings.max_tasks, settings.max_source_chars)
+    check_limits(body, settings)
     lease = await engine.acquire(body.model)
     try:
         return await until_disconnect(request, engine.retranslate(body, lease))
@@ -106,7 +116,7 @@ async def retranslate(body: RetranslateRequest, engine: EngineDep, settings: Set
     summary="Same as /retranslate, streamed: one JSON line per item as it finishes",
 )
 async def retranslate_stream(body: RetranslateRequest, engine: EngineDep, settings: SettingsDep) -> StreamingResponse:
-    check_limits(body, settings.max_tasks, settings.max_source_chars)
+    check_limits(body, settings)
     # Readiness first, so an unavailable backend is a 503 rather than a 200 stream of failures.
     lease = await engine.acquire(body.model)
     lines: asyncio.Queue[bytes | None] = asyncio.Queue()
@@ -150,6 +160,7 @@ async def retranslate_stream(body: RetranslateRequest, engine: EngineDep, settin
     response_model=TranslateTextResponse,
     responses={
         502: {"description": "The backend answered, but no usable translation came back; `detail` says why."},
+        504: {"description": "The backend or the line's time bound ran out; `detail` says which."},
         **_NOT_READY,
     },
     summary="One line, for the editor's subtitle panel (never a 200 carrying the untranslated source)",
@@ -159,8 +170,15 @@ async def translate_text(body: TranslateTextRequest, engine: EngineDep, settings
         task_id="translate-text", source=body.text, target_language=body.target_language, max_length=body.max_length
     )
     batch = RetranslateRequest(tasks=[task], model=body.model)
-    check_limits(batch, settings.max_tasks, settings.max_source_chars)
+    check_limits(batch, settings)
     lease = await engine.acquire(body.model)
+    if lease.handle.demo and not body.allow_demo:
+        await lease.release()
+        raise DemoRefused(
+            "the packaged demo model answers here (no Ollama was found): its translations are poor and must not "
+            "go into a dub. For real use install Ollama and `ollama pull qwen3:4b-instruct-2507-q4_K_M`; to get "
+            'its answer anyway, send "allow_demo": true'
+        )
     try:
         response = await until_disconnect(request, engine.retranslate(batch, lease))
     except ClientGone:
@@ -170,7 +188,13 @@ async def translate_text(body: TranslateTextRequest, engine: EngineDep, settings
         kind = ErrorKind(item.error_code) if item.error_code else ErrorKind.INTERNAL
         raise TranslationFailed(f"translation failed ({kind.value}): {item.error}", kind)
     shared = item.model_dump(exclude={"task_id", "success", "error", "error_code"})
-    return TranslateTextResponse(**shared, model=response.model, backend=response.backend)
+    return TranslateTextResponse(
+        **shared,
+        model=response.model,
+        backend=response.backend,
+        demo_model=response.demo_model,
+        model_reason=response.model_reason,
+    )
 
 
 @ops.get("/health", response_model=HealthResponse, summary="Backend, model and readiness (always 200)")

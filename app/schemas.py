@@ -6,8 +6,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema, model_validator
 
+from app.editor_protocol import MAX_FIELD_CHARS
 from app.errors import ErrorKind, InvalidRequest, PayloadTooLarge
 from app.languages import LANGUAGES, UnknownLanguage, language_aliases, resolve_language
+from app.settings import Settings
 
 
 def _known_language(value: str) -> str:
@@ -54,7 +56,9 @@ class Task(BaseModel):
     # The upstream config carries fields we do not use; they must not break a request.
     model_config = ConfigDict(extra="ignore")
 
-    task_id: NonBlank = Field(description="The caller's id, returned unchanged (e.g. retrans-3).")
+    task_id: NonBlank = Field(
+        max_length=MAX_FIELD_CHARS, description="The caller's id, returned unchanged (e.g. retrans-3)."
+    )
     source: SourceText = Field(description="The Chinese source line.")
     target_language: LanguageName = Field(
         description="ko ja en fr de es id, a Chinese name (韩语, 日文, ...) or an English name."
@@ -113,7 +117,8 @@ class RetranslateRequest(BaseModel):
                 duplicates.append(task.task_id)
             seen.add(task.task_id)
         if duplicates:
-            raise ValueError(f"duplicate task_id values: {', '.join(duplicates[:20])}; every task needs its own id")
+            shown = ", ".join(repr(d[:40]) for d in duplicates[:10]) + (" ..." if len(duplicates) > 10 else "")
+            raise ValueError(f"duplicate task_id values: {shown}; every task needs its own id")
         return self
 
 
@@ -210,6 +215,11 @@ class TranslateTextRequest(BaseModel):
     target_language: LanguageName = Field(description="ko ja en fr de es id (or a Chinese/English name).")
     model: str | None = None
     max_length: int | None = None
+    allow_demo: bool = Field(
+        False,
+        description="Accept an answer of the packaged demo model (refused by default with a 503: its translations "
+        "are poor, and the editor's panel would take this one as it is).",
+    )
 
 
 class TranslateTextResponse(BaseModel):
@@ -219,6 +229,8 @@ class TranslateTextResponse(BaseModel):
     source: str
     model: str
     backend: str
+    demo_model: bool = False
+    model_reason: str = ""
     attempts: int
     length: int | None = None
     length_unit: str | None = None
@@ -228,15 +240,45 @@ class TranslateTextResponse(BaseModel):
     cached: bool = False
 
 
-def check_limits(body: RetranslateRequest, max_tasks: int, max_source_chars: int) -> None:
-    """The service's size limits, with messages that say what to change."""
-    if len(body.tasks) > max_tasks:
+def _ids(tasks: list[Task]) -> str:
+    """Task ids for an error message: a few, each cut short (an error must not echo a large request)."""
+    shown = [repr(t.task_id[:40]) for t in tasks[:10]]
+    more = f" and {len(tasks) - 10} more" if len(tasks) > 10 else ""
+    return ", ".join(shown) + more
+
+
+def check_limits(body: RetranslateRequest, settings: Settings) -> None:
+    """The service's size limits, with messages that name the setting and the tasks, never the input."""
+    if len(body.tasks) > settings.max_tasks:
         raise PayloadTooLarge(
-            f"{len(body.tasks)} tasks in one request; the limit is {max_tasks} (RETRANSLATE_MAX_TASKS): split the batch"
+            f"{len(body.tasks)} tasks in one request; the limit is {settings.max_tasks} (RETRANSLATE_MAX_TASKS): "
+            "split the batch"
         )
-    long_ids = [t.task_id for t in body.tasks if len(t.source) > max_source_chars]
-    if long_ids:
+    long_sources = [t for t in body.tasks if len(t.source) > settings.max_source_chars]
+    if long_sources:
         raise InvalidRequest(
-            f"source longer than {max_source_chars} characters (RETRANSLATE_MAX_SOURCE_CHARS) in task(s) "
-            f"{', '.join(long_ids[:10])}: send one subtitle line per task"
+            f"source longer than {settings.max_source_chars} characters (RETRANSLATE_MAX_SOURCE_CHARS) in task(s) "
+            f"{_ids(long_sources)}: send one subtitle line per task",
+            loc=("body", "tasks"),
+        )
+    many_lines = [t for t in body.tasks if len(t.context or []) > settings.max_context_lines]
+    if many_lines:
+        raise InvalidRequest(
+            f"more than {settings.max_context_lines} context lines (RETRANSLATE_MAX_CONTEXT_LINES) in task(s) "
+            f"{_ids(many_lines)}: send the neighbouring lines only",
+            loc=("body", "tasks"),
+        )
+    long_context = [t for t in body.tasks if sum(len(line) for line in t.context or []) > settings.max_context_chars]
+    if long_context:
+        raise InvalidRequest(
+            f"more than {settings.max_context_chars} characters of context (RETRANSLATE_MAX_CONTEXT_CHARS) in "
+            f"task(s) {_ids(long_context)}: send shorter neighbouring lines",
+            loc=("body", "tasks"),
+        )
+    glossary = body.glossary or {}
+    terms = sum(len(v) if isinstance(v, dict) else 1 for v in glossary.values())
+    if terms > settings.max_glossary_terms:
+        raise PayloadTooLarge(
+            f"{terms} glossary entries; the limit is {settings.max_glossary_terms} (RETRANSLATE_MAX_GLOSSARY_TERMS): "
+            "send the terms that occur in this batch"
         )

@@ -173,8 +173,21 @@ class Settings(BaseSettings):
         description="Browser origins allowed to call the API (comma-separated); the defaults are the editor "
         "frontend's dev/production ports on this machine.",
     )
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        ["localhost", "127.0.0.1", "[::1]"],
+        description="Host names the service answers to (comma-separated; the bind address is always added; `*` "
+        "turns the check off). Any other Host header gets a 400: a web page rebound to 127.0.0.1 (DNS rebinding) "
+        "cannot drive the service.",
+    )
     max_tasks: int = Field(10_000, ge=1, description="Most tasks one request may carry (413 beyond).")
     max_source_chars: int = Field(5_000, ge=1, description="Longest source line accepted (422 beyond).")
+    max_context_lines: int = Field(10, ge=0, description="Most context lines one task may carry (422 beyond).")
+    max_context_chars: int = Field(
+        2_000, ge=0, description="Most characters in all the context lines of one task (422 beyond)."
+    )
+    max_glossary_terms: int = Field(
+        1_000, ge=0, description="Most glossary entries one request may carry (413 beyond)."
+    )
     max_body_bytes: int = Field(
         16 * 1024 * 1024, ge=1024, description="Largest request body accepted, in bytes (413 beyond)."
     )
@@ -188,24 +201,39 @@ class Settings(BaseSettings):
     # --- HTTP server ---------------------------------------------------------------------------------
     host: str = Field("127.0.0.1", description="Address the service binds.")
     port: int = Field(8642, ge=1, le=65535, description="Port the service binds.")
-    log_level: str = Field("INFO", description="Log level (DEBUG, INFO, WARNING, ...).")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
+        "INFO", description="Log level: DEBUG, INFO, WARNING, ERROR or CRITICAL (any case)."
+    )
 
     @field_validator("ollama_url", "openai_base_url")
     @classmethod
     def _strip_slash(cls, value: str | None) -> str | None:
         return value.rstrip("/") if value else value
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator("cors_origins", "allowed_hosts", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:
         if isinstance(value, str):
             return [origin.strip() for origin in value.split(",") if origin.strip()]
         return value
 
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.strip().upper() if isinstance(value, str) else value
+
     @field_validator("api_key", mode="before")
     @classmethod
     def _empty_key_is_none(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator(
+        "embedded_model_path", "cache_path", "keep_alive", "openai_base_url", "openai_api_key", "model", mode="before"
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # `RETRANSLATE_CACHE_PATH=` in a .env means "not set", not "the current directory".
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("embedded_model_path", "cache_path")
     @classmethod

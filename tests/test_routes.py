@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
+from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import ServiceFactory
+from tests.conftest import DEMO_KEY, ServiceFactory, make_settings
 from tests.helpers import chat_requests
 from tests.servers.fake_ollama import FakeOllama
 from tests.servers.service import ServiceServer
@@ -53,13 +55,19 @@ def test_upstream_payload_is_accepted_and_every_item_comes_back(service: Service
         assert request["body"]["options"]["temperature"] == 0.3
 
 
-def test_output_file_in_the_config_is_never_written(service: ServiceServer, tmp_path) -> None:
-    target = tmp_path / "subtitles.srt"
-    target.write_bytes(b"1\n00:00:01,000 --> 00:00:02,000\n\xe5\xa4\xa7\xe5\x93\xa5\n")
-    before = target.read_bytes()
-    with service.client() as client:
-        assert client.post("/retranslate", json={**UPSTREAM_CONFIG, "output_file": str(target)}).status_code == 200
-    assert target.read_bytes() == before
+def test_output_file_in_the_config_is_never_written(fake_clean: FakeOllama, tmp_path: Path) -> None:
+    """The service writes one file, the cache it is configured with; never a file the caller names (one
+    editor caller sets output_file to the subtitle file itself)."""
+    subtitles = tmp_path / "subtitles.srt"
+    subtitles.write_bytes(b"1\n00:00:01,000 --> 00:00:02,000\n\xe5\xa4\xa7\xe5\x93\xa5\n")
+    before = subtitles.read_bytes()
+    settings = make_settings(ollama_url=fake_clean.url, cache_size=100, cache_path=str(tmp_path / "cache.sqlite3"))
+    with ServiceServer(settings) as service, service.client() as client:
+        for target in (subtitles, tmp_path / "new.srt"):
+            body = {**UPSTREAM_CONFIG, "output_file": str(target)}
+            assert client.post("/retranslate", json=body).json()["summary"]["succeeded"] == 2
+    assert subtitles.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache.sqlite3", "subtitles.srt"]
 
 
 def test_results_keep_request_order_when_completion_order_differs(
@@ -212,3 +220,52 @@ def test_health_reports_backend_model_and_bound(service: ServiceServer) -> None:
     assert body["max_concurrency"] == 4
     assert body["effective_concurrency"] == 4
     assert ready.status_code == 200
+
+
+# --- the demo model is never passed off as good ----------------------------------------------------------------
+
+DEMO_LINE = {"task_id": "d", "source": "这是我的书", "target_language": "en"}
+
+
+def test_every_route_says_when_the_demo_model_answers(demo_service: ServiceServer) -> None:
+    auth = {"Authorization": f"Bearer {DEMO_KEY}"}
+    with demo_service.client(timeout=600, headers=auth) as client:
+        body = client.post("/retranslate", json={"tasks": [DEMO_LINE]}).json()
+        named = client.post("/retranslate", json={"tasks": [DEMO_LINE], "model": "qwen3:4b"}).json()
+        with client.stream("POST", "/retranslate/stream", json={"tasks": [DEMO_LINE]}) as stream:
+            summary = [json.loads(line) for line in stream.iter_lines() if line.strip()][-1]
+        refused = client.post("/api/translate-text", json={"text": "这是我的书", "target_language": "en"})
+        allowed = client.post(
+            "/api/translate-text", json={"text": "这是我的书", "target_language": "en", "allow_demo": True}
+        )
+        models = client.get("/models").json()
+        health = client.get("/health").json()
+        docs = client.get("/openapi.json").json()["info"]["description"]
+    assert body["demo_model"] is True
+    assert body["model"] == "SmolLM2-135M-Instruct.Q4_1"
+    assert "DEMO" in body["model_reason"]
+    # A request naming a model the engine does not have: told which model answered instead.
+    assert named["model"] == "SmolLM2-135M-Instruct.Q4_1"
+    assert "answers instead of the requested qwen3:4b" in named["model_reason"]
+    assert summary["demo_model"] is True
+    # The one route whose answer the editor's panel takes as it is: refused unless asked for.
+    assert refused.status_code == 503
+    assert "allow_demo" in refused.json()["detail"]
+    assert allowed.status_code in (200, 502)  # the tiny model may well miss every rule
+    if allowed.status_code == 200:
+        assert allowed.json()["demo_model"] is True
+    assert models["demo_model"] is True
+    assert models["default"] in models["models"]
+    assert health["model"]["demo_model"] is True
+    assert "DEMO MODEL" in docs
+
+
+def test_a_real_model_is_not_flagged(service: ServiceServer) -> None:
+    with service.client() as client:
+        body = client.post("/retranslate", json={"tasks": [DEMO_LINE]}).json()
+        text = client.post("/api/translate-text", json={"text": "这是我的书", "target_language": "en"}).json()
+        docs = client.get("/openapi.json").json()["info"]["description"]
+    assert body["demo_model"] is False
+    assert text["demo_model"] is False
+    assert "DEMO" not in docs
+    assert "Ollama" in docs

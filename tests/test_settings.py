@@ -1,8 +1,13 @@
 """Defaults live in app/settings.py only: .env.example and the README table are generated from it."""
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
-from app import dubbing, errors
+import pytest
+
+from app import dubbing, editor_protocol, errors
 from app.settings import PROJECT_DIR, env_example, markdown_table
 from tests.conftest import make_settings
 
@@ -29,6 +34,49 @@ def test_readme_rule_table_is_generated_from_the_rules() -> None:
     readme = (PROJECT_DIR / "README.md").read_text(encoding="utf-8")
     block = readme.split("<!-- rules:start -->\n", 1)[1].split("<!-- rules:end -->", 1)[0]
     assert block == dubbing.rules_table() + "\n", "regenerate with: bash scripts/sync_docs.sh"
+
+
+def test_readme_model_list_is_generated_from_the_preference_list() -> None:
+    readme = (PROJECT_DIR / "README.md").read_text(encoding="utf-8")
+    block = readme.split("<!-- models:start -->\n", 1)[1].split("<!-- models:end -->", 1)[0]
+    assert block == editor_protocol.models_table() + "\n", "regenerate with: bash scripts/sync_docs.sh"
+
+
+BAD = [
+    ("RETRANSLATE_MAX_CONCURRENCY", "abc", "a whole number from 1 to 512"),
+    ("RETRANSLATE_PORT", "99999", "a whole number from 1 to 65535"),
+    ("RETRANSLATE_LOG_LEVEL", "LOUD", "one of DEBUG, INFO, WARNING, ERROR, CRITICAL"),
+    ("RETRANSLATE_BACKEND", "gpu", "one of auto, ollama, openai, embedded"),
+    ("RETRANSLATE_AUTOSTART_OLLAMA", "maybe", "true or false"),
+]
+
+
+@pytest.mark.parametrize("command", [["-m", "app"], ["-m", "app.cli", "config.json"]], ids=["service", "cli"])
+@pytest.mark.parametrize(("name", "value", "allowed"), BAD, ids=[b[0] for b in BAD])
+def test_a_bad_setting_is_one_line_naming_the_variable_and_exit_2(
+    tmp_path: Path, command: list[str], name: str, value: str, allowed: str
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RETRANSLATE_")}
+    env[name] = value
+    (tmp_path / "config.json").write_text('{"tasks": []}', encoding="utf-8")
+    done = subprocess.run([sys.executable, *command], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith(f"retranslate: {name}={value!r} is not valid")
+    assert allowed in lines[0]
+
+
+def test_two_bad_settings_are_two_lines() -> None:
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("RETRANSLATE_")},
+           "RETRANSLATE_PORT": "0", "RETRANSLATE_TEMPERATURE": "hot"}  # fmt: skip
+    done = subprocess.run([sys.executable, "-m", "app"], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert sorted(line.split("=")[0] for line in done.stderr.splitlines()) == [
+        "retranslate: RETRANSLATE_PORT",
+        "retranslate: RETRANSLATE_TEMPERATURE",
+    ]
 
 
 def test_contract_names_and_defaults() -> None:

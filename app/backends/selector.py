@@ -109,6 +109,8 @@ class Selector:
         self._pending_unloads: dict[int, set[str]] = {}
         self._stop_when_idle: set[int] = set()
         self.model_thinks: dict[str, bool] = {}
+        # The model the last batch (or check) resolved to, and why: for the docs page.
+        self.last_choice: ModelChoice | None = None
         self.startup_problem: str | None = None
         self.pull_status: dict[str, Any] | None = None
         self._background: set[asyncio.Task[Any]] = set()
@@ -150,6 +152,7 @@ class Selector:
         except ModelUnavailable as exc:
             log.error("%s", exc.detail)
             return
+        self.last_choice = choice
         log.warning("model in use: %s (%s)", choice.answering, choice.reason)
 
     async def _pull(self, backend: OllamaBackend, model: str) -> None:
@@ -331,6 +334,8 @@ class Selector:
 
     async def _handle(self, backend: Backend, requested: str | None) -> BackendHandle:
         choice = await self._choose_model(backend, requested, refresh=True)
+        if requested is None:
+            self.last_choice = choice
         capabilities = await backend.capabilities(choice.sent)
         return BackendHandle(
             backend=backend,
@@ -395,6 +400,22 @@ class Selector:
         """Whether the packaged demo model answers (its output must never reach a dub)."""
         return isinstance(self.current, EmbeddedBackend) and self.current.demo
 
+    def summary(self) -> str:
+        """One paragraph (Markdown) for the docs page: what answers now, and a warning for the demo model."""
+        backend = self.current
+        if backend is None:
+            return "**Backend:** none is ready yet: `GET /health` says why and how to fix it."
+        choice = self.last_choice
+        model = f" **Model:** `{choice.answering}` ({choice.reason})." if choice else ""
+        text = f"**Backend:** {self._describe_line(backend)}.{model}"
+        if isinstance(backend, EmbeddedBackend) and backend.demo:
+            text = (
+                "**⚠ DEMO MODEL.** The packaged SmolLM2-135M answers: it shows the pipeline works, but most lines "
+                "fail or come back wrong, and no answer of it may go into a dub. For real use install Ollama and "
+                "`ollama pull qwen3:4b-instruct-2507-q4_K_M`.\n\n" + text
+            )
+        return text
+
     # --- /health ----------------------------------------------------------------------------------------
 
     def _describe_line(self, backend: Backend) -> str:
@@ -444,6 +465,7 @@ class Selector:
         if backend is not None and readiness.ok:
             try:
                 choice = await self._choose_model(backend, None, refresh=False)
+                self.last_choice = choice
                 thinking_capable = "thinking" in await backend.capabilities(choice.sent)
             except ModelUnavailable as exc:
                 problem = exc.detail

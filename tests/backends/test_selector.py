@@ -108,3 +108,53 @@ def test_concurrency_is_bounded_by_an_external_llama_servers_slots(engine_servic
             watcher.join(10)
     assert body["summary"]["total"] == len(LINES)
     assert 1 <= peak <= int(str(ENGINE["max_concurrency"]))
+
+
+# --- the model: a preference list when none is named, strict when one is -------------------------------------
+
+ONE = {"tasks": [{"task_id": "p", "source": "大哥", "target_language": "ko"}]}
+
+
+def only(models: list[str]) -> dict[str, Any]:
+    return {name: {"capabilities": ["completion"]} for name in models}
+
+
+def test_with_only_the_recommended_model_installed_it_is_used(fake_clean: FakeOllama) -> None:
+    fake_clean.configure(models=only(["qwen3:4b-instruct-2507-q4_K_M"]))
+    with ServiceServer(make_settings(ollama_url=fake_clean.url)) as service:
+        health = wait_ready(service.url)
+        body = httpx.post(f"{service.url}/retranslate", json=ONE, timeout=30).json()
+        models = httpx.get(f"{service.url}/models", timeout=10).json()
+    assert health["model"]["name"] == "qwen3:4b-instruct-2507-q4_K_M"
+    assert "preference list" in health["model"]["reason"]
+    assert body["model"] == "qwen3:4b-instruct-2507-q4_K_M"
+    assert "preference list" in body["model_reason"]
+    assert models["default"] in models["models"]  # the default is one it has
+
+
+def test_the_preference_list_order_decides(fake_clean: FakeOllama) -> None:
+    fake_clean.configure(models=only(["qwen2.5:7b", "qwen3:4b", "llama3:8b"]))
+    with ServiceServer(make_settings(ollama_url=fake_clean.url)) as service:
+        assert wait_ready(service.url)["model"]["name"] == "qwen3:4b"
+
+
+def test_no_model_of_the_list_installed_is_a_503_with_the_fix(fake_clean: FakeOllama) -> None:
+    fake_clean.configure(models=only(["llama3:8b"]))
+    with ServiceServer(make_settings(ollama_url=fake_clean.url)) as service:
+        refused = httpx.post(f"{service.url}/retranslate", json=ONE, timeout=30)
+    assert refused.status_code == 503
+    detail = refused.json()["detail"]
+    assert "ollama pull qwen3:4b-instruct-2507-q4_K_M" in detail
+    assert "llama3:8b" in detail
+
+
+@pytest.mark.parametrize("where", ["setting", "request"])
+def test_a_model_named_explicitly_is_used_strictly(fake_clean: FakeOllama, where: str) -> None:
+    fake_clean.configure(models=only(["qwen3:4b-instruct-2507-q4_K_M"]))
+    extra = {"model": "qwen2.5:32b"} if where == "setting" else {}
+    body = {**ONE, "model": "qwen2.5:32b"} if where == "request" else ONE
+    with ServiceServer(make_settings(ollama_url=fake_clean.url, **extra)) as service:
+        refused = httpx.post(f"{service.url}/retranslate", json=body, timeout=30)
+    assert refused.status_code == 503
+    assert "ollama pull qwen2.5:32b" in refused.json()["detail"]
+    assert chat_calls(fake_clean) == 0
