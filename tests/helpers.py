@@ -83,3 +83,118 @@ def slots_busy(port: int) -> bool:
     except (httpx.HTTPError, ValueError):
         return False
     return isinstance(slots, list) and any(isinstance(s, dict) and s.get("is_processing") for s in slots)
+
+
+# --- ordering events without a clock ------------------------------------------------------------------------
+
+
+def metric(url: str, name: str) -> float:
+    """One sample of the service's /metrics, e.g. `retranslate_dedup_joins_total` or
+    `http_requests_total{handler="/retranslate",method="POST",status="4xx"}`; 0 when it is not there yet (a
+    labelled counter appears at its first increment)."""
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    for line in text.splitlines():
+        sample, _, value = line.rpartition(" ")
+        if sample == name:
+            return float(value)
+    return 0.0
+
+
+async def await_until(predicate: Callable[[], bool], timeout_s: float = 30.0) -> bool:
+    """`wait_until` for async tests: polls in a thread, so the test's own requests keep running."""
+    import asyncio
+
+    return await asyncio.to_thread(wait_until, predicate, timeout_s)
+
+
+GATE_SOURCE = "闸门占位"
+
+
+def service_calls(fake: FakeOllama) -> list[dict]:
+    """The chat calls the service made (a SlotGate's own call left out), in order."""
+    return [r for r in chat_requests(fake) if r.get("source") != GATE_SOURCE]
+
+
+class SlotGate:
+    """Holds the fake Ollama's only slot with a call of the test's own, so that the service's calls wait in
+    the fake's queue (its stats' `waiting`) until `open()`: "the call is at the backend and not answered"
+    then holds for exactly as long as the test needs, whatever the machine's load.
+
+    `open()` closes the test's call (the fake sees its client leave, counts it abandoned and hands the slot
+    on at once). The gate's call is a chat request of the fake's: count the service's with `service_calls`.
+    """
+
+    def __init__(self, fake: FakeOllama) -> None:
+        import socket
+
+        self.fake = fake
+        self._sock: socket.socket | None = None
+
+    def close(self) -> SlotGate:
+        import json
+        import socket
+
+        fake = self.fake
+        assert fake.stats()["in_flight"] == 0, "close the gate before the service's calls"
+        rules = fake.stats()["config"]["failures"]
+        # First, so that a test's own rule without a `match` cannot take the gate's call.
+        fake.configure(parallel=1, failures=[{"mode": "hang", "count": 1, "match": GATE_SOURCE}, *rules])
+        user = f"Target language: Korean (ko)\n<source>\n{GATE_SOURCE}\n</source>"
+        payload = json.dumps(
+            {"model": "qwen3:4b", "stream": False, "messages": [{"role": "user", "content": user}]}
+        ).encode()
+        self._sock = socket.create_connection((fake.host, fake.port), timeout=10)
+        self._sock.sendall(
+            f"POST /api/chat HTTP/1.1\r\nHost: {fake.host}:{fake.port}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(payload)}\r\n\r\n".encode()
+            + payload
+        )
+        assert wait_until(lambda: fake.stats()["running"] == 1), "the gate's call did not take the slot"
+        return self
+
+    def open(self) -> None:
+        if self._sock is None:
+            return
+        self._sock.close()
+        self._sock = None
+
+        def gate_done() -> bool:
+            return any(r["t_end"] is not None for r in chat_requests(self.fake) if r.get("source") == GATE_SOURCE)
+
+        assert wait_until(gate_done), "the fake did not let go of the gate's call"
+
+    def __enter__(self) -> SlotGate:
+        return self.close()
+
+    def __exit__(self, *exc: object) -> None:
+        self.open()
+
+
+def post_and_leave(port: int, path: str, body: dict, until: Callable[[], bool], headers: str = "") -> None:
+    """Send a request on a raw socket, wait (bounded) until `until()` holds, then disconnect without reading
+    the answer: a client that goes away."""
+    import json
+    import socket
+
+    payload = json.dumps(body).encode()
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    try:
+        sock.sendall(
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n{headers}"
+            f"Content-Length: {len(payload)}\r\n\r\n".encode()
+            + payload
+        )
+        assert wait_until(until), "the condition to leave on never came"
+    finally:
+        sock.close()
+
+
+def requests_ended(url: str, path: str, status: str) -> float:
+    """How many POSTs to `path` the service has finished with a `status` class ("2xx", "4xx", ...), by its
+    own /metrics. A request whose client left ends as a 499 ("4xx") once its work has been cancelled."""
+    return metric(url, f'http_requests_total{{handler="{path}",method="POST",status="{status}"}}')
+
+
+def hanging_calls(fake: FakeOllama) -> int:
+    """Calls the fake holds in a "hang" failure right now."""
+    return sum(1 for r in chat_requests(fake) if r["failure"] == "hang" and r["t_end"] is None)

@@ -6,7 +6,9 @@ import asyncio
 import json
 from pathlib import Path
 
-from app.cache import ResultCache, cache_key
+import pytest
+
+from app.cache import ResultCache
 from tests.conftest import ServiceFactory, make_settings
 from tests.helpers import chat_calls
 from tests.servers.fake_ollama import FakeOllama
@@ -24,17 +26,72 @@ def post(service: ServiceServer, body: dict) -> dict:
     return response.json()
 
 
-def test_cache_key_changes_with_everything_that_changes_the_answer() -> None:
-    base = {"backend": "ollama", "model": "m", "prompt": "v1", "source": "大哥", "lang": "ko", "budget": 6,
-            "glossary": {}, "context": [], "temperature": 0.3}  # fmt: skip
-    key = cache_key(**base)
-    assert key == cache_key(**dict(reversed(list(base.items()))))
-    changes = [
-        ("model", "n"), ("prompt", "v2"), ("source", "二哥"), ("lang", "ja"), ("budget", 5),
-        ("glossary", {"大哥": "형님"}), ("context", ["前"]), ("temperature", 0.5), ("backend", "openai"),
-    ]  # fmt: skip
-    for field, other in changes:
-        assert cache_key(**{**base, field: other}) != key, field
+BASE = {"task_id": "k0", "source": "大哥来了", "target_language": "ko", "max_length": 12, "context": ["前一句"]}
+GLOSSARY = {"大哥": "형님"}
+
+
+def ask(service: ServiceServer, task: dict | None = None, glossary: dict | None = None, **body: object) -> dict:
+    item = post(service, {"tasks": [task or BASE], "glossary": glossary or GLOSSARY, **body})["results"][0]
+    assert item["success"], item
+    return item
+
+
+def test_cache_key_changes_with_everything_that_changes_the_answer(
+    service_factory: ServiceFactory, fake_clean: FakeOllama
+) -> None:
+    """The key the translator builds, seen from outside: what changes an answer is a miss (a backend call),
+    what does not is a hit."""
+    service = service_factory(cache_size=1000)
+    assert ask(service)["cached"] is False
+    calls = chat_calls(fake_clean)
+    assert ask(service, {**BASE, "task_id": "k1"})["cached"] is True  # another id, the same line
+    assert ask(service, glossary={**GLOSSARY, "二弟": "동생"})["cached"] is True  # a term not in the line
+    assert chat_calls(fake_clean) == calls
+    misses = {
+        "source": ({**BASE, "source": "二哥来了"}, GLOSSARY, {}),
+        "language": ({**BASE, "target_language": "ja"}, GLOSSARY, {}),
+        "budget": ({**BASE, "max_length": 10}, GLOSSARY, {}),
+        "glossary term in the line": (BASE, {"大哥": "큰형"}, {}),
+        "context": ({**BASE, "context": ["另一句"]}, GLOSSARY, {}),
+        "model": (BASE, GLOSSARY, {"model": "qwen2.5:32b"}),
+    }
+    for what, (task, glossary, extra) in misses.items():
+        calls = chat_calls(fake_clean)
+        item = ask(service, task, glossary, **extra)
+        assert item["cached"] is False, what
+        assert chat_calls(fake_clean) == calls + 1, what
+
+
+def test_cache_key_changes_with_the_settings_the_backend_and_the_prompt_version(
+    tmp_path: Path, fake_clean: FakeOllama, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One SQLite file shared by services that differ in one thing each: only the same service hits."""
+    base: dict[str, object] = {
+        "ollama_url": fake_clean.url,
+        "cache_size": 100,
+        "cache_path": str(tmp_path / "c.sqlite3"),
+    }
+    with ServiceServer(make_settings(**base)) as service:
+        assert ask(service)["cached"] is False
+    with ServiceServer(make_settings(**base)) as service:
+        assert ask(service)["cached"] is True  # the control: the same settings read the entry back
+    openai: dict[str, object] = {
+        "backend": "openai",
+        "openai_base_url": f"{fake_clean.url}/v1",
+        "model": "qwen3:4b-instruct-2507-q4_K_M",
+    }
+    variants: dict[str, dict[str, object]] = {
+        "temperature": {"temperature": 0.5},
+        "output cap": {"max_output_tokens": 100},
+        "re-asks": {"max_reasks": 0},
+        "backend": openai,
+    }
+    for what, change in variants.items():
+        with ServiceServer(make_settings(**{**base, **change})) as service:
+            assert ask(service)["cached"] is False, what
+    monkeypatch.setattr("app.translator.core.PROMPT_VERSION", "a changed prompt")
+    with ServiceServer(make_settings(**base)) as service:
+        assert ask(service)["cached"] is False
 
 
 def test_lru_evicts_the_least_recently_used() -> None:

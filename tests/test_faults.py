@@ -12,15 +12,15 @@ from typing import Any
 import pytest
 
 from tests.conftest import ServiceFactory, make_settings
-from tests.helpers import chat_requests, wait_breaker_ready, wait_until
+from tests.helpers import chat_requests, hanging_calls, wait_breaker_ready, wait_until
 from tests.servers.fake_ollama import FakeOllama
 from tests.servers.service import ServiceServer, free_port
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 MATRIX: dict[str, dict[str, Any]] = {}
 N = 12
-BOUND_S = 15.0
-FAULTY = {"request_timeout_s": 0.5, "max_concurrency": 4, "breaker_failures": 3, "retry_backoff_max_s": 0.2}
+# A call that hangs fails after request_timeout_s; an answered one, even on a loaded machine, well before.
+FAULTY = {"request_timeout_s": 1.0, "max_concurrency": 4, "breaker_failures": 3, "retry_backoff_max_s": 0.2}
 
 
 def batch(prefix: str) -> dict:
@@ -28,6 +28,7 @@ def batch(prefix: str) -> dict:
 
 
 def post_timed(service: ServiceServer, body: dict) -> tuple[dict, float]:
+    """The answer (the client's timeout bounds it) and its wall time, for the matrix artifact only."""
     started = time.monotonic()
     with service.client(timeout=120) as client:
         response = client.post("/retranslate", json=body)
@@ -35,13 +36,13 @@ def post_timed(service: ServiceServer, body: dict) -> tuple[dict, float]:
     return response.json(), time.monotonic() - started
 
 
-def record(name: str, body: dict, elapsed: float, recovered: bool) -> None:
-    errors = sorted({(r["error"] or "")[:60] for r in body["results"] if not r["success"]})
+def record(name: str, body: dict, elapsed: float, recovered: bool, calls: int) -> None:
     MATRIX[name] = {
         "wall_s": round(elapsed, 2),
         "tasks": len(body["results"]),
         "failed": body["summary"]["failed"],
-        "errors": errors[:3],
+        "error_codes": sorted({r["error_code"] for r in body["results"] if not r["success"]}),
+        "backend_calls": calls,
         "next_request_ok": recovered,
     }
     ARTIFACTS.mkdir(exist_ok=True)
@@ -51,56 +52,84 @@ def record(name: str, body: dict, elapsed: float, recovered: bool) -> None:
 def assert_accounted(body: dict, prefix: str) -> None:
     assert [r["task_id"] for r in body["results"]] == [f"{prefix}{i}" for i in range(N)]
     for r in body["results"]:
-        assert r["success"] or (r["translation"] is None and r["error"])
+        assert r["success"] or (r["translation"] is None and r["error"] and r["error_code"])
 
 
 @pytest.mark.parametrize(
-    ("mode", "extra"),
+    ("mode", "extra", "codes"),
     [
-        ("http_500", {}),
-        ("busy_503", {"retry_after": 1}),
-        ("hang", {}),
-        ("malformed", {}),
-        ("reset", {}),
+        ("http_500", {}, {"server"}),
+        ("busy_503", {"retry_after": 1}, {"busy"}),
+        ("hang", {}, {"timeout", "breaker_open"}),
+        ("malformed", {}, {"server"}),
+        ("reset", {}, {"connection", "breaker_open"}),
     ],
 )
-def test_every_call_failing(service_factory: ServiceFactory, fake_clean: FakeOllama, mode: str, extra: dict) -> None:
+def test_every_call_failing(
+    service_factory: ServiceFactory, fake_clean: FakeOllama, mode: str, extra: dict, codes: set[str]
+) -> None:
     service = service_factory(**FAULTY)
     fake_clean.configure(failures=[{"mode": mode, "count": -1, **extra}], hang_s=30)
     body, elapsed = post_timed(service, batch(mode))
-    assert elapsed < BOUND_S
     assert_accounted(body, mode)
     assert body["summary"]["failed"] == N
+    results = body["results"]
+    assert {r["error_code"] for r in results} <= codes, results
+    calls = len(chat_requests(fake_clean))
+    assert calls == sum(r["attempts"] for r in results)  # every call the backend saw is an item's attempt
+    if "breaker_open" in codes:
+        # A backend that stopped answering: the breaker ends the batch after a few calls, not N x 3.
+        assert calls <= FAULTY["max_concurrency"] + FAULTY["breaker_failures"]
+        assert any(r["error_code"] == "breaker_open" and r["attempts"] == 0 for r in results)
+    else:
+        # A backend that answers, badly: not its health, so every item gets 1 + RETRANSLATE_MAX_RETRIES calls.
+        assert [r["attempts"] for r in results] == [3] * N
     fake_clean.configure(failures=[])
     wait_breaker_ready(service.url)  # a hang trips the service's breaker: the next call is its probe
     again, _ = post_timed(service, batch(mode + "-again"))
     assert again["summary"]["succeeded"] == N
-    record(mode, body, elapsed, recovered=True)
+    record(mode, body, elapsed, recovered=True, calls=calls)
 
 
 def test_backend_stopped_mid_batch_and_started_again() -> None:
     port = free_port()
-    fake = FakeOllama(port=port, latency_s=0.3, parallel=4).start()
-    service = ServiceServer(make_settings(ollama_url=f"http://127.0.0.1:{port}", **FAULTY)).start()
+    fake = FakeOllama(port=port, parallel=4).start()
+    # Lines 4-7 hang at the backend (all 4 of the service's slots), so 8-11 wait behind them in the service:
+    # when the backend stops, 0-3 are answered, 4-7 are in flight and 8-11 not sent yet, however loaded the
+    # machine is.
+    fake.configure(failures=[{"mode": "hang", "count": -1, "match": "停"}], hang_s=60)
+    tasks = [
+        {"task_id": f"stop{i}", "source": f"{'停' if 4 <= i < 8 else '故障'}第{i}句", "target_language": "ko"}
+        for i in range(N)
+    ]
+    settings = make_settings(ollama_url=f"http://127.0.0.1:{port}", **{**FAULTY, "request_timeout_s": 60.0})
+    service = ServiceServer(settings).start()
     try:
+        held = threading.Event()
 
-        def stop_soon() -> None:
-            # Once some lines have been answered (an event, not a clock): the rest meet a dead backend.
-            wait_until(lambda: sum(1 for r in chat_requests(fake) if r["t_end"] is not None) >= 4, 30)
+        def stop_when_held() -> None:
+            if wait_until(lambda: hanging_calls(fake) == 4, 30):
+                held.set()
             fake.stop()
 
-        stopper = threading.Thread(target=stop_soon)
+        stopper = threading.Thread(target=stop_when_held)
         stopper.start()
-        body, elapsed = post_timed(service, {"tasks": batch("stop")["tasks"] * 1})
+        body, elapsed = post_timed(service, {"tasks": tasks})
         stopper.join()
-        assert elapsed < BOUND_S
+        assert held.is_set(), "lines 4-7 never all hung at the backend"
+        calls = len(chat_requests(fake))
         assert_accounted(body, "stop")
-        assert 0 < body["summary"]["failed"] < N  # some finished before the stop, the rest failed
+        results = body["results"]
+        assert [r["success"] for r in results] == [True] * 4 + [False] * 8
+        for r in results[4:]:
+            # The calls in flight broke off, the rest met a closed port or the breaker it opened.
+            assert r["error_code"] in ("connection", "breaker_open"), r
+        assert all(r["attempts"] >= 1 for r in results[4:8])
         with FakeOllama(port=port, parallel=4):
             wait_breaker_ready(service.url)
             again, _ = post_timed(service, batch("restarted"))
         assert again["summary"]["succeeded"] == N
-        record("stopped mid-batch, started again", body, elapsed, recovered=True)
+        record("stopped mid-batch, started again", body, elapsed, recovered=True, calls=calls)
     finally:
         service.stop()
         fake.stop()

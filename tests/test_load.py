@@ -39,7 +39,8 @@ async def test_200_clients_all_answered_and_the_bound_holds(
     assert {item["task_id"] for item in results} == {f"c{c}-{i}" for c in range(CLIENTS) for i in range(LINES)}
     assert all(item["success"] for item in results)
     stats = fake_clean.stats()
-    assert stats["max_in_flight"] <= 4
+    # The bound is used to the full and never exceeded (a sequential service would show 1, a leaky one more).
+    assert stats["max_in_flight"] == 4
     assert stats["paths"].get("/api/chat") == CLIENTS * LINES
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "load.json").write_text(

@@ -1,12 +1,15 @@
 """Prompt structure and answer parsing (pure functions)."""
 
+import hashlib
 import json
 
 import pytest
 
 from app.dubbing import assess
+from app.languages import LANGUAGES
 from app.languages import resolve_language as lang
 from app.prompt import (
+    ANSWER_SCHEMA,
     PROMPT_VERSION,
     UnusableAnswer,
     build_messages,
@@ -119,8 +122,32 @@ def test_reask_names_the_problem_specifically() -> None:
     assert "limit is 9" in text
 
 
-def test_prompt_version_is_set() -> None:
-    assert PROMPT_VERSION
+# The prompt's fingerprint at each PROMPT_VERSION. PROMPT_VERSION keys the cache: a prompt that changes
+# under the same version would keep serving the old prompt's cached answers.
+PROMPT_FINGERPRINTS = {
+    "2026-12-01.1": "afa9a9d4ad344e811872200b253039d5f11a4b4bba2edb07e7181d515ee1d1d6",
+}
+
+
+def prompt_fingerprint() -> str:
+    """A digest of everything we send a model, for every language: first asks (bare, and with a budget,
+    glossary and context), a re-ask, the answer schema."""
+    sent: list[object] = [ANSWER_SCHEMA]
+    for language in LANGUAGES:
+        sent.append(build_messages("大哥来了", language, None))
+        sent.append(build_messages("大哥来了", language, 6, {"大哥": "형님"}, ["前一句", "后一句"]))
+        fitness = assess("a much too long answer 包工头", "包工头", language, 3)
+        sent.append(reask_messages("a much too long answer 包工头", fitness, language))
+    blob = json.dumps(sent, ensure_ascii=False, sort_keys=True)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def test_a_prompt_change_comes_with_a_new_prompt_version() -> None:
+    fingerprint = prompt_fingerprint()
+    assert PROMPT_FINGERPRINTS.get(PROMPT_VERSION) == fingerprint, (
+        "the prompt changed (or PROMPT_VERSION did): bump PROMPT_VERSION in app/prompt.py, so the cache stops "
+        f"serving the old prompt's answers, and pin {PROMPT_VERSION!r}: {fingerprint!r} here"
+    )
 
 
 def test_few_shot_turns_show_the_answer_shape_in_the_target_language() -> None:

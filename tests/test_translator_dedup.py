@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-import time
+import contextlib
 
 import httpx
 
 from tests.conftest import ServiceFactory
-from tests.helpers import chat_calls
+from tests.helpers import (
+    SlotGate,
+    await_until,
+    chat_calls,
+    metric,
+    post_and_leave,
+    requests_ended,
+    service_calls,
+    wait_until,
+)
 from tests.servers.fake_ollama import FakeOllama
+
+JOINS = "retranslate_dedup_joins_total"
 
 
 def test_repeats_within_a_request_cost_one_call(service_factory: ServiceFactory, fake_clean: FakeOllama) -> None:
@@ -42,48 +53,64 @@ async def test_concurrent_requests_share_the_call_in_flight(
     service_factory: ServiceFactory, fake_clean: FakeOllama
 ) -> None:
     service = service_factory()
-    fake_clean.configure(latency_s=0.5)
     body = {"tasks": [{"task_id": "x", "source": "同一句话", "target_language": "ja"}]}
+    joins = metric(service.url, JOINS)
+    gate = SlotGate(fake_clean).close()
     async with httpx.AsyncClient(base_url=service.url, timeout=30) as client:
         first = asyncio.create_task(client.post("/retranslate", json=body))
-        await asyncio.sleep(0.1)
-        second = await client.post("/retranslate", json={"tasks": [{**body["tasks"][0], "task_id": "y"}]})
-        first_response = await first
-    assert chat_calls(fake_clean) == 1
-    assert first_response.json()["results"][0]["translation"] == second.json()["results"][0]["translation"]
-    assert second.json()["results"][0]["task_id"] == "y"
+        # The first request's call is at the backend, unanswered (held behind the gate) ...
+        assert await await_until(lambda: fake_clean.stats()["waiting"] == 1)
+        second = asyncio.create_task(
+            client.post("/retranslate", json={"tasks": [{**body["tasks"][0], "task_id": "y"}]})
+        )
+        # ... when the second request joins it.
+        assert await await_until(lambda: metric(service.url, JOINS) == joins + 1)
+        await asyncio.to_thread(gate.open)
+        first_response, second_response = await first, await second
+    assert len(service_calls(fake_clean)) == 1
+    assert first_response.json()["results"][0]["translation"] == second_response.json()["results"][0]["translation"]
+    assert second_response.json()["results"][0]["task_id"] == "y"
 
 
-async def test_a_shared_call_survives_one_waiter_leaving(
+async def test_a_shared_call_survives_its_waiters_leaving(
     service_factory: ServiceFactory, fake_clean: FakeOllama
 ) -> None:
+    """The request that started the call goes away and another gives up at its deadline, while the call is
+    at the backend: the call goes on for the request still waiting."""
     service = service_factory()
-    fake_clean.configure(latency_s=0.8)
     task = {"task_id": "x", "source": "等一会儿", "target_language": "en"}
+    joins = metric(service.url, JOINS)
+    left = requests_ended(service.url, "/retranslate", "4xx")
+    gate = SlotGate(fake_clean).close()
     async with httpx.AsyncClient(base_url=service.url, timeout=30) as client:
-        # The first request gives up after 0.2 s (deadline); the second still gets the shared answer.
-        impatient = asyncio.create_task(client.post("/retranslate", json={"tasks": [task], "deadline_s": 0.2}))
-        await asyncio.sleep(0.05)
-        patient = await client.post("/retranslate", json={"tasks": [{**task, "task_id": "y"}]})
-        gave_up = (await impatient).json()["results"][0]
+        starter = asyncio.create_task(client.post("/retranslate", json={"tasks": [task]}))
+        assert await await_until(lambda: fake_clean.stats()["waiting"] == 1)
+        patient = asyncio.create_task(client.post("/retranslate", json={"tasks": [{**task, "task_id": "y"}]}))
+        assert await await_until(lambda: metric(service.url, JOINS) == joins + 1)
+        # A third request joins and gives up at its deadline while the call is held.
+        late = await client.post("/retranslate", json={"tasks": [{**task, "task_id": "z"}], "deadline_s": 0.2})
+        # The starter's client goes away: the service cancels its request (a 499 once its work is cancelled).
+        starter.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await starter
+        assert await await_until(lambda: requests_ended(service.url, "/retranslate", "4xx") == left + 1)
+        await asyncio.to_thread(gate.open)
+        answer = (await patient).json()["results"][0]
+    gave_up = late.json()["results"][0]
     assert gave_up["success"] is False
-    assert "deadline_s" in gave_up["error"]
-    assert patient.json()["results"][0]["success"] is True
-    stats = fake_clean.stats()
-    assert chat_calls(fake_clean) == 1
-    assert stats["abandoned"] == 0
+    assert gave_up["error_code"] == "deadline"
+    assert gave_up["attempts"] == 1  # it had reached the backend: the shared call's progress
+    assert answer["success"] is True
+    assert answer["translation"]
+    calls = service_calls(fake_clean)
+    assert len(calls) == 1
+    assert calls[0]["abandoned"] is False  # answered, not closed when the first two left
 
 
 def test_a_lone_waiter_leaving_cancels_the_call(service_factory: ServiceFactory, fake_clean: FakeOllama) -> None:
     service = service_factory()
-    fake_clean.configure(latency_s=2.0)
-    with service.client() as client:
-        item = client.post(
-            "/retranslate",
-            json={"tasks": [{"task_id": "x", "source": "没人等", "target_language": "en"}], "deadline_s": 0.3},
-        ).json()["results"][0]
-    assert item["success"] is False
-    deadline = time.monotonic() + 5
-    while fake_clean.stats()["abandoned"] < 1 and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert fake_clean.stats()["abandoned"] == 1
+    body = {"tasks": [{"task_id": "x", "source": "没人等", "target_language": "en"}]}
+    with SlotGate(fake_clean):
+        post_and_leave(service.port, "/retranslate", body, until=lambda: fake_clean.stats()["waiting"] == 1)
+        # Nobody else waits on the call: the service closes it while it is still at the backend.
+        assert wait_until(lambda: [r["abandoned"] for r in service_calls(fake_clean)] == [True])

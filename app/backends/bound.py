@@ -42,7 +42,9 @@ class Bound:
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled():
                 self._release()  # handed a slot just as we were cancelled: give it on
-            else:
+            elif waiter in self._waiters:
+                # Not there when _wake() already popped this cancelled waiter (and skipped it) before the
+                # task got to run this handler: nothing to remove then.
                 self._waiters.remove(waiter)
             raise
 

@@ -96,7 +96,8 @@ class EmbeddedBackend(OpenAICompatBackend):
         )
         # llama-server applies the chat template itself; this turns off thinking for hybrid models (Qwen3)
         # and is ignored by templates without such a switch.
-        self._set_server("llama-server", {"chat_template_kwargs": {"enable_thinking": False}})
+        self.server = "llama-server"
+        self._extra_body = {"chat_template_kwargs": {"enable_thinking": False}}
         self.set_slots(settings.max_concurrency)
         self.process: ManagedProcess | None = None
 

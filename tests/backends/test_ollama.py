@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import psutil
 
 from tests.conftest import make_settings
@@ -42,33 +43,43 @@ def test_ollama_down_then_started_needs_no_restart() -> None:
             assert client.get("/health").json()["status"] == "ready"
 
 
-def test_autostart_spawns_ollama_with_our_parallelism_and_stops_only_it(tmp_path: Path, fake: FakeOllama) -> None:
+def test_autostart_spawns_ollama_with_our_parallelism_and_stops_only_it(tmp_path: Path) -> None:
     binary = write_fake_ollama_executable(tmp_path)
-    port = free_port()
-    settings = make_settings(
-        ollama_url=f"http://127.0.0.1:{port}", autostart_ollama=True, ollama_binary=str(binary), max_concurrency=3
+    # Another `ollama serve` the service did not start, the same binary on another port: it must survive
+    # the service (one stopping "every ollama" would take it too).
+    other_port = free_port()
+    other = subprocess.Popen(
+        [str(binary), "serve"], env={**os.environ, "OLLAMA_HOST": f"127.0.0.1:{other_port}"}, stderr=subprocess.DEVNULL
     )
-    service = ServiceServer(settings).start()
     try:
-        with service.client() as client:
-            # /health answers while `ollama serve` starts in the background; then it is ready.
-            health = wait_ready(service.url)
-            ollama = health["backend"]["ollama"]
-            assert ollama["started_by_service"] is True
-            pid = ollama["pid"]
-            assert psutil.pid_exists(pid)
-            env = client.get(f"http://127.0.0.1:{port}/_fake/stats").json()["env"]
-            assert env["OLLAMA_NUM_PARALLEL"] == "3"
-            assert env["OLLAMA_HOST"] == f"127.0.0.1:{port}"
-            assert client.post("/retranslate", json=ONE_TASK).json()["results"][0]["success"] is True
+        assert wait_for(lambda: _answers(httpx, other_port))
+        port = free_port()
+        settings = make_settings(
+            ollama_url=f"http://127.0.0.1:{port}", autostart_ollama=True, ollama_binary=str(binary), max_concurrency=3
+        )
+        service = ServiceServer(settings).start()
+        try:
+            with service.client() as client:
+                # /health answers while `ollama serve` starts in the background; then it is ready.
+                health = wait_ready(service.url)
+                ollama = health["backend"]["ollama"]
+                assert ollama["started_by_service"] is True
+                pid = ollama["pid"]
+                assert pid != other.pid
+                assert psutil.pid_exists(pid)
+                env = client.get(f"http://127.0.0.1:{port}/_fake/stats").json()["env"]
+                assert env["OLLAMA_NUM_PARALLEL"] == "3"
+                assert env["OLLAMA_HOST"] == f"127.0.0.1:{port}"
+                assert client.post("/retranslate", json=ONE_TASK).json()["results"][0]["success"] is True
+        finally:
+            service.stop()
+        assert wait_for(lambda: gone(pid))
+        # The Ollama we did not start is untouched: still running, still answering.
+        assert other.poll() is None
+        assert _answers(httpx, other_port)
     finally:
-        service.stop()
-    assert wait_for(lambda: gone(pid))
-    # The Ollama we did not start (the session's fake) is untouched.
-    assert fake.stats() is not None
-    import httpx
-
-    assert httpx.get(f"{fake.url}/api/version", timeout=5).status_code == 200
+        other.terminate()
+        other.wait(10)
 
 
 def test_autostart_off_or_binary_missing_says_why(tmp_path: Path) -> None:

@@ -1382,6 +1382,23 @@ class FakeOllama:
                 conn.shutdown(socket.SHUT_RDWR)  # idle keep-alive readers see EOF and exit
         self._server.server_close()
 
+    def end_hangs(self) -> int:
+        """End every call held in a "hang" now, as if its hang_s had passed: the call is closed unanswered
+        (the client sees the connection end). Returns how many were woken.
+
+        A hang waits on its call's watch event; waking it while the client is still there ends the hang the
+        way stop() does, without stopping the server. A latency wait watches its client the same way and
+        would be cut too, hence only with latency_s 0 (a call waiting for a slot ignores the wake)."""
+        with self._lock:
+            latency_s = self._config["latency_s"]
+        if latency_s:
+            raise RuntimeError("end_hangs would also cut the latency waits: configure latency_s=0 first")
+        with self._lock:
+            watches = list(self._watches)
+        for watch in watches:
+            watch.event.set()
+        return len(watches)
+
     def __enter__(self) -> FakeOllama:
         return self.start()
 
