@@ -85,6 +85,9 @@ def test_every_call_failing(
         # A backend that answers, badly: not its health, so every item gets 1 + RETRANSLATE_MAX_RETRIES calls.
         assert [r["attempts"] for r in results] == [3] * N
     fake_clean.configure(failures=[])
+    # The calls the service gave up on are gone from the backend too (a loaded fake notices a client left a
+    # little later): otherwise the probe below could queue behind them and time out.
+    assert wait_until(lambda: fake_clean.stats()["in_flight"] == 0)
     wait_breaker_ready(service.url)  # a hang trips the service's breaker: the next call is its probe
     again, _ = post_timed(service, batch(mode + "-again"))
     assert again["summary"]["succeeded"] == N

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable
 from enum import StrEnum
@@ -140,5 +141,7 @@ class Breaker:
         info: dict[str, Any] = {"state": self.state.value, "consecutive_failures": self._consecutive}
         if self.state is not BreakerState.CLOSED:
             info["last_error"] = self._last_error
-            info["retry_in_s"] = round(max(0.0, self._opened_at + self._cooldown_s - self._clock()), 1)
+            # Rounded up: 0 only once calls go out again (a client that waits this long is not refused).
+            left = max(0.0, self._opened_at + self._cooldown_s - self._clock())
+            info["retry_in_s"] = math.ceil(left * 10) / 10
         return info

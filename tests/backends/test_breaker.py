@@ -127,6 +127,14 @@ def test_describe_says_when_it_retries() -> None:
     assert info["state"] == "open"
     assert info["retry_in_s"] == 6.0
     assert "timeout happened" in info["last_error"]
+    # Rounded up: "0" only once a call would go out, never while it would still be refused.
+    clock.now += 5.99
+    assert b.describe()["retry_in_s"] == 0.1
+    with pytest.raises(BackendCallError):
+        b.check()
+    clock.now += 0.01
+    assert b.describe()["retry_in_s"] == 0.0
+    b.check()
 
 
 # --- over real HTTP: one breaker for the whole service --------------------------------------------------------
