@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import socket
 import time
 from collections.abc import Callable
 
@@ -102,8 +105,6 @@ def metric(url: str, name: str) -> float:
 
 async def await_until(predicate: Callable[[], bool], timeout_s: float = 30.0) -> bool:
     """`wait_until` for async tests: polls in a thread, so the test's own requests keep running."""
-    import asyncio
-
     return await asyncio.to_thread(wait_until, predicate, timeout_s)
 
 
@@ -125,15 +126,10 @@ class SlotGate:
     """
 
     def __init__(self, fake: FakeOllama) -> None:
-        import socket
-
         self.fake = fake
         self._sock: socket.socket | None = None
 
     def close(self) -> SlotGate:
-        import json
-        import socket
-
         fake = self.fake
         assert fake.stats()["in_flight"] == 0, "close the gate before the service's calls"
         rules = fake.stats()["config"]["failures"]
@@ -173,9 +169,6 @@ class SlotGate:
 def post_and_leave(port: int, path: str, body: dict, until: Callable[[], bool], headers: str = "") -> None:
     """Send a request on a raw socket, wait (bounded) until `until()` holds, then disconnect without reading
     the answer: a client that goes away."""
-    import json
-    import socket
-
     payload = json.dumps(body).encode()
     sock = socket.create_connection(("127.0.0.1", port), timeout=10)
     try:
