@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    WithJsonSchema,
+    model_validator,
+)
 
 from app.editor_protocol import MAX_FIELD_CHARS
 from app.errors import ErrorKind, InvalidRequest, PayloadTooLarge
@@ -50,6 +59,17 @@ Glossary = dict[str, str] | dict[str, dict[str, str]]
 ErrorCode = Annotated[str, WithJsonSchema({"type": "string", "enum": [kind.value for kind in ErrorKind]})]
 
 
+def _not_a_bool(value: object) -> object:
+    # JSON true/false is not a number, but pydantic's lax mode reads it as 1/0 (a budget of 0, a deadline
+    # of 1 s): refuse it here, for every numeric field of a request.
+    if isinstance(value, bool):
+        raise ValueError("expected a number, got true/false")
+    return value
+
+
+NotBool = BeforeValidator(_not_a_bool)
+
+
 class Task(BaseModel):
     """One subtitle line to re-translate (the upstream script's task, plus optional help)."""
 
@@ -63,7 +83,7 @@ class Task(BaseModel):
     target_language: LanguageName = Field(
         description="ko ja en fr de es id, a Chinese name (韩语, 日文, ...) or an English name."
     )
-    max_length: int | None = Field(
+    max_length: Annotated[int | None, NotBool] = Field(
         None,
         description="Length budget in the language's unit (Hangul letters, kana+kanji, words). "
         "Below 1 counts as 1. Unset: derived from the editor's own ratio rule.",
@@ -92,7 +112,7 @@ class RetranslateRequest(BaseModel):
 
     tasks: list[Task] = Field(description="The lines to re-translate; results come back in this order.")
     model: str | None = Field(None, description="Model to use; unset: the service's default.")
-    deadline_s: float | None = Field(
+    deadline_s: Annotated[float | None, NotBool] = Field(
         None, gt=0, description="Bound on the whole request; unfinished items then fail with a reason."
     )
     unload_after: bool = Field(
@@ -214,7 +234,7 @@ class TranslateTextRequest(BaseModel):
     text: SourceText = Field(description="The Chinese line.")
     target_language: LanguageName = Field(description="ko ja en fr de es id (or a Chinese/English name).")
     model: str | None = None
-    max_length: int | None = None
+    max_length: Annotated[int | None, NotBool] = None
     allow_demo: bool = Field(
         False,
         description="Accept an answer of the packaged demo model (refused by default with a 503: its translations "

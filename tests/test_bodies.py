@@ -71,6 +71,24 @@ def test_hostile_bodies_are_a_422_with_the_real_problem(
     assert_documented_422(post(service, path, body), says)
 
 
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/retranslate", {"tasks": [{"task_id": "a", "source": "大哥", "target_language": "ko", "max_length": False}]}),
+        ("/retranslate", {"tasks": [], "deadline_s": True}),
+        (
+            "/retranslate/stream",
+            {"tasks": [{"task_id": "a", "source": "大哥", "target_language": "ko", "max_length": True}]},
+        ),
+        ("/api/translate-text", {"text": "大哥", "target_language": "ko", "max_length": False}),
+    ],
+)
+def test_true_or_false_is_not_a_number(service: ServiceServer, path: str, body: dict) -> None:
+    # Found by schemathesis: `"max_length": false` was read as 0 and answered 200.
+    detail = assert_documented_422(post(service, path, json.dumps(body).encode()), "expected a number, got true/false")
+    assert detail[0]["loc"][-1] in ("max_length", "deadline_s")
+
+
 def test_a_byte_order_mark_is_tolerated(service: ServiceServer, fake_clean: FakeOllama) -> None:
     body = json.dumps({"tasks": []}).encode()
     assert post(service, "/retranslate", b"\xef\xbb\xbf" + body).status_code == 200
