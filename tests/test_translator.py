@@ -139,8 +139,10 @@ def test_request_deadline_fails_unfinished_items_with_a_reason(service: ServiceS
         assert_failed_cleanly(item)
         assert item["error_code"] == "deadline"
         assert "deadline_s of 1 s" in item["error"]
-    calls = [(r["source"], r["failure"], r["abandoned"], r["t_end"] is None) for r in chat_requests(fake_clean)]
-    assert [r["attempts"] for r in results[4:]] == [1] * 4 + [0] * 4, (results, calls)
+    # On failure, every item and every call the fake saw, untruncated (a string message is shown in full).
+    calls = [(r["source"], r["failure"], r["abandoned"], r["t_start"], r["t_end"]) for r in chat_requests(fake_clean)]
+    why = "\n".join(map(str, [*[(r["task_id"], r["attempts"], r["error"]) for r in results], *calls]))
+    assert [r["attempts"] for r in results[4:]] == [1] * 4 + [0] * 4, why
     assert all("never reached the backend" in r["error"] for r in results[8:])
     # The calls still at the backend were closed, not left to run: the fake saw their clients leave.
     assert wait_until(lambda: fake_clean.stats()["abandoned"] == 4)
