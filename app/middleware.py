@@ -79,6 +79,11 @@ def _hostname(value: str) -> str:
     return value.rsplit(":", 1)[0].rstrip(".") if value.count(":") == 1 else value.rstrip(".")
 
 
+def _shown(header: str) -> str:
+    """A client's header value fit to quote in our answer: its start only, non-ASCII escaped."""
+    return header[:100].encode("ascii", "backslashreplace").decode()
+
+
 async def _send_json(send: Send, status: int, detail: str) -> None:
     body = json.dumps({"detail": detail}).encode()
     await send(
@@ -108,7 +113,7 @@ class HostCheckMiddleware:
         headers = dict(scope.get("headers") or [])
         host = headers.get(b"host", b"").decode("latin-1")
         if host and not self.any_host and _hostname(host) not in self.allowed:
-            shown = host[:100].encode("ascii", "backslashreplace").decode()
+            shown = _shown(host)
             await _send_json(
                 send,
                 400,
@@ -120,7 +125,7 @@ class HostCheckMiddleware:
         if origin and origin != "null" and scope.get("method") != "OPTIONS" and origin not in self.origins:
             origin_host = _hostname(urlsplit(origin).netloc)
             if not (self.any_host or origin_host in self.allowed):
-                shown = origin[:100].encode("ascii", "backslashreplace").decode()
+                shown = _shown(origin)
                 await _send_json(
                     send,
                     403,
