@@ -224,16 +224,20 @@ def test_a_host_killed_mid_batch_loses_no_line(service: ServiceServer, hosts: tu
         host.up()
     survivor, victim = hosts
 
-    def victim_mid_work() -> bool:
-        chats = victim.chats()
-        done = sum(1 for r in chats if r["status"] is not None)
-        working = sum(1 for r in chats if r["status"] is None)
-        return done >= 2 and working >= 1
+    def victim_answered_some() -> bool:
+        return sum(1 for r in victim.chats() if r["status"] is not None) >= 2
+
+    def victim_holds_a_line() -> bool:
+        return any(r["failure"] == "hang" and r["status"] is None for r in victim.chats())
 
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         batch = pool.submit(_retranslate, service, _tasks("kill"))
-        # The event: the victim has answered some lines and is working on more.
-        assert wait_until(victim_mid_work, 60), "the victim host never got work"
+        assert wait_until(victim_answered_some, 60), "the victim host never got work"
+        # From now on the victim takes lines and never answers them, so the kill is certain to cut one (a
+        # line merely "in progress" could be answered between the look and the kill).
+        assert victim.fake is not None
+        victim.fake.configure(failures=[{"mode": "hang", "count": -1}])
+        assert wait_until(victim_holds_a_line, 60), "the victim host got no line after its first answers"
         assert not batch.done(), "the batch ended before the host could be killed"
         at_death = victim.kill()
         served_before = len(survivor.chats())
@@ -243,6 +247,8 @@ def test_a_host_killed_mid_batch_loses_no_line(service: ServiceServer, hosts: tu
     assert cut, "the host died with nothing in flight: the test proved nothing"
     assert _failed(results) == []
     assert all(r["translation"] for r in results)
+    # The proxy failed the cut lines over inside the service's one call: the service did not retry.
+    assert [r["attempts"] for r in results] == [1] * LINES, [(r["task_id"], r["attempts"]) for r in results]
     # The lines the dead host had, and every line after its death, were answered by the survivor.
     assert len(survivor.chats()) > served_before
 
