@@ -116,6 +116,19 @@ def service_calls(fake: FakeOllama) -> list[dict]:
     return [r for r in chat_requests(fake) if r.get("source") != GATE_SOURCE]
 
 
+def raw_post(host: str, port: int, path: str, body: dict, headers: str = "") -> socket.socket:
+    """Send a JSON POST on a socket of our own and return the socket unread: closing it is a client that
+    leaves (an HTTP client library would hide when its connection closes). `headers`: extra CRLF-ended lines."""
+    payload = json.dumps(body).encode()
+    sock = socket.create_connection((host, port), timeout=10)
+    sock.sendall(
+        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n{headers}"
+        f"Content-Length: {len(payload)}\r\n\r\n".encode()
+        + payload
+    )
+    return sock
+
+
 class SlotGate:
     """Holds the fake Ollama's only slot with a call of the test's own, so that the service's calls wait in
     the fake's queue (its stats' `waiting`) until `open()`: "the call is at the backend and not answered"
@@ -136,15 +149,8 @@ class SlotGate:
         # First, so that a test's own rule without a `match` cannot take the gate's call.
         fake.configure(parallel=1, failures=[{"mode": "hang", "count": 1, "match": GATE_SOURCE}, *rules])
         user = f"Target language: Korean (ko)\n<source>\n{GATE_SOURCE}\n</source>"
-        payload = json.dumps(
-            {"model": "qwen3:4b", "stream": False, "messages": [{"role": "user", "content": user}]}
-        ).encode()
-        self._sock = socket.create_connection((fake.host, fake.port), timeout=10)
-        self._sock.sendall(
-            f"POST /api/chat HTTP/1.1\r\nHost: {fake.host}:{fake.port}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(payload)}\r\n\r\n".encode()
-            + payload
-        )
+        body = {"model": "qwen3:4b", "stream": False, "messages": [{"role": "user", "content": user}]}
+        self._sock = raw_post(fake.host, fake.port, "/api/chat", body)
         assert wait_until(lambda: fake.stats()["running"] == 1), "the gate's call did not take the slot"
         return self
 
@@ -169,14 +175,8 @@ class SlotGate:
 def post_and_leave(port: int, path: str, body: dict, until: Callable[[], bool], headers: str = "") -> None:
     """Send a request on a raw socket, wait (bounded) until `until()` holds, then disconnect without reading
     the answer: a client that goes away."""
-    payload = json.dumps(body).encode()
-    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock = raw_post("127.0.0.1", port, path, body, headers)
     try:
-        sock.sendall(
-            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n{headers}"
-            f"Content-Length: {len(payload)}\r\n\r\n".encode()
-            + payload
-        )
         assert wait_until(until), "the condition to leave on never came"
     finally:
         sock.close()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -16,7 +15,7 @@ import psutil
 import pytest
 
 from tests.conftest import ServiceFactory
-from tests.helpers import chat_requests, wait_ready, wait_until
+from tests.helpers import chat_requests, post_and_leave, wait_ready, wait_until
 from tests.servers.fake_ollama import FakeOllama
 from tests.servers.service import ServiceServer, free_port
 
@@ -362,16 +361,10 @@ def test_a_client_that_leaves_is_quiet(fake_clean: FakeOllama, path: str, body: 
     metrics: dict[str, str] = {}
 
     def work(url: str) -> None:
-        payload = json.dumps(body).encode()
         port = int(url.rsplit(":", 1)[1])
-        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-        sock.sendall(
-            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Request-ID: leaving-7\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n".encode()
-            + payload
+        post_and_leave(
+            port, path, body, until=lambda: fake_clean.stats()["in_flight"] >= 1, headers="X-Request-ID: leaving-7\r\n"
         )
-        assert wait_until(lambda: fake_clean.stats()["in_flight"] >= 1)
-        sock.close()
         assert wait_until(lambda: fake_clean.stats()["abandoned"] >= 1)  # the work stopped
         counted = f'http_requests_total{{handler="{path}",method="POST",status="4xx"}}'
         assert wait_until(lambda: counted in httpx.get(f"{url}/metrics", timeout=10).text)

@@ -14,12 +14,18 @@ async def _hold(bound: Bound, entered: asyncio.Event, release: asyncio.Event) ->
         await release.wait()
 
 
+async def _full_bound() -> tuple[Bound, asyncio.Task[None], asyncio.Event]:
+    """A bound of one slot, held by a task until the returned event is set."""
+    bound = Bound(1)
+    entered, release = asyncio.Event(), asyncio.Event()
+    holder = asyncio.create_task(_hold(bound, entered, release))
+    await entered.wait()
+    return bound, holder, release
+
+
 def test_a_waiter_cancelled_after_it_was_popped_leaves_the_count_right() -> None:
     async def scenario() -> None:
-        bound = Bound(1)
-        entered, release = asyncio.Event(), asyncio.Event()
-        holder = asyncio.create_task(_hold(bound, entered, release))
-        await entered.wait()
+        bound, holder, release = await _full_bound()
         waiting = asyncio.create_task(_hold(bound, asyncio.Event(), asyncio.Event()))
         await asyncio.sleep(0)  # let it queue (one loop turn, not a clock)
         assert len(bound._waiters) == 1
@@ -42,10 +48,7 @@ def test_a_waiter_cancelled_after_it_was_popped_leaves_the_count_right() -> None
 
 def test_a_slot_handed_to_a_cancelled_waiter_is_given_on() -> None:
     async def scenario() -> None:
-        bound = Bound(1)
-        entered, release = asyncio.Event(), asyncio.Event()
-        holder = asyncio.create_task(_hold(bound, entered, release))
-        await entered.wait()
+        bound, holder, release = await _full_bound()
         first = asyncio.create_task(_hold(bound, asyncio.Event(), asyncio.Event()))
         second_entered = asyncio.Event()
         second = asyncio.create_task(_hold(bound, second_entered, asyncio.Event()))

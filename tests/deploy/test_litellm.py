@@ -26,7 +26,7 @@ import pytest
 import yaml
 
 from tests.conftest import make_settings
-from tests.helpers import CHAT_PATHS, wait_ready, wait_until
+from tests.helpers import CHAT_PATHS, hanging_calls, wait_ready, wait_until
 from tests.servers.fake_ollama import FakeOllama
 from tests.servers.service import ServiceServer, free_port
 
@@ -227,17 +227,15 @@ def test_a_host_killed_mid_batch_loses_no_line(service: ServiceServer, hosts: tu
     def victim_answered_some() -> bool:
         return sum(1 for r in victim.chats() if r["status"] is not None) >= 2
 
-    def victim_holds_a_line() -> bool:
-        return any(r["failure"] == "hang" and r["status"] is None for r in victim.chats())
-
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         batch = pool.submit(_retranslate, service, _tasks("kill"))
         assert wait_until(victim_answered_some, 60), "the victim host never got work"
         # From now on the victim takes lines and never answers them, so the kill is certain to cut one (a
         # line merely "in progress" could be answered between the look and the kill).
-        assert victim.fake is not None
-        victim.fake.configure(failures=[{"mode": "hang", "count": -1}])
-        assert wait_until(victim_holds_a_line, 60), "the victim host got no line after its first answers"
+        held = victim.fake
+        assert held is not None
+        held.configure(failures=[{"mode": "hang", "count": -1}])
+        assert wait_until(lambda: hanging_calls(held) >= 1, 60), "the victim host got no line after its first answers"
         assert not batch.done(), "the batch ended before the host could be killed"
         at_death = victim.kill()
         served_before = len(survivor.chats())
