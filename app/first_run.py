@@ -1,0 +1,43 @@
+"""What a new user does next when no backend answers: one text, shown by /health, the docs page and
+`scripts/serve.py`'s console (which reads it through the service's own Python)."""
+
+from __future__ import annotations
+
+from app.editor_protocol import RECOMMENDED_MODEL
+
+# Ollama's own install commands, per OS (https://ollama.com/download).
+INSTALL_OLLAMA = (
+    ("Windows", "winget install Ollama.Ollama"),
+    ("macOS", "brew install ollama"),
+    ("Linux", "curl -fsSL https://ollama.com/install.sh | sh"),
+)
+
+
+def install_lines() -> list[str]:
+    return [f"{system}: `{command}`" for system, command in INSTALL_OLLAMA]
+
+
+def next_steps() -> str:
+    """One paragraph: install Ollama and pull the recommended model, or point at a server the user has."""
+    installs = "; ".join(install_lines())
+    return (
+        f"To translate, install Ollama ({installs}; or the installer from https://ollama.com/download), then "
+        f"`ollama pull {RECOMMENDED_MODEL}` and start the service again (`python scripts/serve.py`): Ollama is "
+        "picked up with no setting. Or point RETRANSLATE_OPENAI_BASE_URL at an OpenAI-compatible server you have "
+        "(its /v1 URL, with RETRANSLATE_BACKEND=openai), or set RETRANSLATE_EMBEDDED_MODEL_PATH to a GGUF model "
+        "for the embedded llama-server. To see the pipeline only: `python scripts/serve.py --demo` (builds the "
+        "embedded engine with a tiny demo model, not on Windows; its translations are poor)."
+    )
+
+
+def next_steps_markdown() -> str:
+    """The same for the docs page, as a list."""
+    installs = "\n".join(f"   - {line}" for line in install_lines())
+    return (
+        "**No backend is ready yet.** To translate:\n\n"
+        f"1. Install Ollama (or the installer from https://ollama.com/download):\n{installs}\n"
+        f"2. `ollama pull {RECOMMENDED_MODEL}`\n"
+        "3. Start the service again: `python scripts/serve.py` (Ollama is picked up with no setting).\n\n"
+        "Or point `RETRANSLATE_OPENAI_BASE_URL` at an OpenAI-compatible server you have (with "
+        "`RETRANSLATE_BACKEND=openai`). `GET /health` says what is missing now."
+    )
