@@ -7,12 +7,14 @@ this class (`python -m app.settings --env-example` / `--markdown`) and a test ke
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import sys
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # `.env` and relative paths resolve against the project directory, never the caller's working
@@ -20,6 +22,44 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
 BackendName = Literal["auto", "ollama", "openai", "embedded"]
+
+OLLAMA_DEFAULT_PORT = 11434
+# Addresses a server binds to mean "every interface"; a client reaches this machine through loopback.
+_ANY_ADDRESS = {"0.0.0.0": "127.0.0.1", "::": "[::1]", "": "127.0.0.1"}
+
+
+def ollama_url(value: str) -> str:
+    """A base URL for Ollama from what a user may have: a URL (`http://host:port`), or Ollama's own
+    `OLLAMA_HOST` forms (`host:port`, `:port`, `host`, `0.0.0.0`), read as Ollama's client reads them (http,
+    port 11434). A bind-all address becomes loopback. Anything else: ValueError saying what is accepted."""
+    text = value.strip()
+    if not text:
+        return f"http://127.0.0.1:{OLLAMA_DEFAULT_PORT}"
+    given_scheme = "://" in text
+    if not given_scheme and text.count(":") > 1 and not text.startswith("["):
+        ipaddress.IPv6Address(text)  # a bare IPv6 address (OLLAMA_HOST=::); a ValueError names a bad one
+        text = f"[{text}]"
+    parts = urlsplit(text if given_scheme else f"http://{text}")
+    accepted = (
+        "use Ollama's URL (http://127.0.0.1:11434) or its OLLAMA_HOST form (127.0.0.1:11434, :11434, a host name)"
+    )
+    if parts.scheme not in ("http", "https") or parts.query or parts.fragment or parts.username:
+        raise ValueError(f"not an Ollama address: {accepted}")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"the port is not a number from 0 to 65535: {accepted}") from None
+    host = parts.hostname or ""
+    if any(c.isspace() for c in text) or (not host and parts.netloc not in ("", f":{port}")):
+        raise ValueError(f"not an Ollama address: {accepted}")
+    host = _ANY_ADDRESS.get(host, host)
+    if ":" in host and not host.startswith("["):
+        ipaddress.IPv6Address(host)  # a ValueError names the bad address
+        host = f"[{host}]"
+    if port is None and not given_scheme:
+        port = OLLAMA_DEFAULT_PORT
+    netloc = f"{host}:{port}" if port is not None else host
+    return f"{parts.scheme}://{netloc}{parts.path}".rstrip("/")
 
 
 class Settings(BaseSettings):
@@ -210,6 +250,22 @@ class Settings(BaseSettings):
     def _strip_slash(cls, value: str | None) -> str | None:
         return value.rstrip("/") if value else value
 
+    @field_validator("ollama_url")
+    @classmethod
+    def _ollama_host_forms(cls, value: str) -> str:
+        return ollama_url(value)
+
+    @field_validator("openai_base_url")
+    @classmethod
+    def _openai_needs_url(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # Checked at start, in one line: a service that starts without it could never translate.
+        if value is None and info.data.get("backend") == "openai":
+            raise ValueError(
+                "RETRANSLATE_BACKEND=openai needs the server's /v1 URL, e.g. http://127.0.0.1:8080/v1 (or set "
+                "RETRANSLATE_BACKEND=auto for Ollama)"
+            )
+        return value
+
     @field_validator("cors_origins", "allowed_hosts", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:
@@ -276,6 +332,9 @@ def settings_errors(exc: ValidationError) -> list[str]:
         got = error.get("input")
         allowed = _allowed(name) if name in Settings.model_fields else "see .env.example"
         message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+        if got is None:
+            lines.append(f"{env} is not set: {message}")
+            continue
         lines.append(f"{env}={got!r} is not valid: {message}; allowed: {allowed} (see .env.example)")
     return lines
 
@@ -287,6 +346,13 @@ def load_settings() -> Settings:
     except ValidationError as exc:
         for line in settings_errors(exc):
             sys.stderr.write(f"retranslate: {line}\n")
+        raise SystemExit(2) from None
+    except UnicodeDecodeError as exc:
+        # A .env saved as GBK/ANSI (old Notepad's default on Chinese Windows) cannot be read as UTF-8.
+        sys.stderr.write(
+            f"retranslate: {PROJECT_DIR / '.env'} is not UTF-8 (byte {exc.object[exc.start : exc.start + 1]!r} at "
+            f"position {exc.start}): save it as UTF-8 (Notepad: File, Save as, Encoding: UTF-8)\n"
+        )
         raise SystemExit(2) from None
 
 

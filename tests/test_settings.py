@@ -1,6 +1,7 @@
 """Defaults live in app/settings.py only: .env.example and the README table are generated from it."""
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -48,11 +49,13 @@ BAD = [
     ("RETRANSLATE_LOG_LEVEL", "LOUD", "one of DEBUG, INFO, WARNING, ERROR, CRITICAL"),
     ("RETRANSLATE_BACKEND", "gpu", "one of auto, ollama, openai, embedded"),
     ("RETRANSLATE_AUTOSTART_OLLAMA", "maybe", "true or false"),
+    ("RETRANSLATE_OLLAMA_URL", "127.0.0.1:99999", "the port is not a number from 0 to 65535"),
+    ("RETRANSLATE_OLLAMA_URL", "ftp://127.0.0.1", "OLLAMA_HOST form"),
 ]
 
 
 @pytest.mark.parametrize("command", [["-m", "app"], ["-m", "app.cli", "config.json"]], ids=["service", "cli"])
-@pytest.mark.parametrize(("name", "value", "allowed"), BAD, ids=[b[0] for b in BAD])
+@pytest.mark.parametrize(("name", "value", "allowed"), BAD, ids=[f"{b[0]}={b[1]}" for b in BAD])
 def test_a_bad_setting_is_one_line_naming_the_variable_and_exit_2(
     tmp_path: Path, command: list[str], name: str, value: str, allowed: str
 ) -> None:
@@ -95,3 +98,50 @@ def test_contract_names_and_defaults() -> None:
 def test_relative_model_path_resolves_against_the_project(tmp_path: Path) -> None:
     s = make_settings(embedded_model_path="models/x.gguf")
     assert s.embedded_model_path == PROJECT_DIR / "models" / "x.gguf"
+
+
+@pytest.mark.parametrize(
+    ("given", "used"),
+    [
+        ("127.0.0.1:18434", "http://127.0.0.1:18434"),  # OLLAMA_HOST's own form: no scheme
+        ("0.0.0.0", "http://127.0.0.1:11434"),  # a bind-all address: reached through loopback
+        ("0.0.0.0:18434", "http://127.0.0.1:18434"),
+        (":11434", "http://127.0.0.1:11434"),
+        ("ollama-box", "http://ollama-box:11434"),
+        ("::", "http://[::1]:11434"),
+        ("[::1]:18434", "http://[::1]:18434"),
+        ("http://127.0.0.1:11434/", "http://127.0.0.1:11434"),
+        ("https://ollama.example.com", "https://ollama.example.com"),
+        ("", "http://127.0.0.1:11434"),
+    ],
+)
+def test_ollama_url_takes_the_ollama_host_forms(given: str, used: str) -> None:
+    assert make_settings(ollama_url=given).ollama_url == used
+
+
+def run_app(**env: str) -> subprocess.CompletedProcess[str]:
+    full = {**{k: v for k, v in os.environ.items() if not k.startswith("RETRANSLATE_")}, **env}
+    return subprocess.run([sys.executable, "-m", "app"], env=full, capture_output=True, text=True, timeout=60)
+
+
+def test_the_openai_backend_without_its_url_stops_at_start_in_one_line() -> None:
+    done = run_app(RETRANSLATE_BACKEND="openai")
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        "retranslate: RETRANSLATE_OPENAI_BASE_URL is not set: RETRANSLATE_BACKEND=openai needs the server's /v1 "
+        "URL, e.g. http://127.0.0.1:8080/v1 (or set RETRANSLATE_BACKEND=auto for Ollama)"
+    ]
+
+
+def test_a_dotenv_that_is_not_utf8_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    # The service in a directory of its own (its .env is the project directory's), with a .env saved as GBK.
+    shutil.copytree(PROJECT_DIR / "app", tmp_path / "app")
+    (tmp_path / ".env").write_bytes("# 设置\nRETRANSLATE_PORT=8642\n".encode("gbk"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RETRANSLATE_") and k != "PYTHONPATH"}
+    done = subprocess.run([sys.executable, "-m", "app"], env=env, cwd=tmp_path, capture_output=True, text=True,
+                          timeout=60)  # fmt: skip
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    [line] = done.stderr.splitlines()
+    assert line.startswith(f"retranslate: {tmp_path / '.env'} is not UTF-8")
+    assert "save it as UTF-8" in line
