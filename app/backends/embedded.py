@@ -101,6 +101,8 @@ class EmbeddedBackend(OpenAICompatBackend):
         self._extra_body = {"chat_template_kwargs": {"enable_thinking": False}}
         self.set_slots(settings.max_concurrency)
         self.process: ManagedProcess | None = None
+        # Stopped on purpose after it ran (a batch asked to unload): ready, the next batch starts it again.
+        self.unloaded = False
 
     def _argv(self, binary: Path) -> list[str]:
         slots = self.settings.max_concurrency
@@ -128,6 +130,7 @@ class EmbeddedBackend(OpenAICompatBackend):
                 binary = llama_server_binary()
                 if self.demo:
                     log.warning("%s", DEMO_WARNING)
+                self.unloaded = False
                 self.process = ManagedProcess(
                     "llama-server",
                     self._argv(binary),
@@ -154,7 +157,10 @@ class EmbeddedBackend(OpenAICompatBackend):
             self.last = Readiness(False, problem=str(exc))
             return self.last
         process = self.process
-        if process is None or process.state is ProcessState.STOPPED:
+        if process is None and self.unloaded and self.model_path.is_file():
+            # An unloaded model is ready, not degraded: a container health check on /ready must not flap.
+            self.last = Readiness(True, models=frozenset({self.alias}))
+        elif process is None or process.state is ProcessState.STOPPED:
             self.last = Readiness(False, problem="the embedded llama-server is not started yet")
         elif process.state is not ProcessState.RUNNING:
             detail = process.problem or f"{process.state.value} (loading {self.model_name})"
@@ -174,6 +180,7 @@ class EmbeddedBackend(OpenAICompatBackend):
         starts it again on the same port."""
         if self.process is not None:
             process, self.process = self.process, None
+            self.unloaded = process.state is ProcessState.RUNNING
             log.info("stopping the embedded llama-server to free its memory")
             await process.stop()
 
@@ -187,6 +194,7 @@ class EmbeddedBackend(OpenAICompatBackend):
             "pid": process.pid if process else None,
             "port": self.port,
             "running": bool(process and process.running),
+            "unloaded": self.unloaded and process is None,
             "state": process.state.value if process else ProcessState.STOPPED.value,
             "restarts": process.restarts_total if process else 0,
             "problem": process.problem if process else None,

@@ -1,0 +1,43 @@
+"""The paths a new user trips on, over real HTTP: an unloaded model is ready, a port already in use is said
+before anything starts."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tests.conftest import ENGINE, engine_available, make_settings
+from tests.helpers import wait_ready
+from tests.servers.fake_ollama import FakeOllama
+from tests.servers.service import ServiceServer
+from tests.test_translator import post, tasks
+
+
+def test_after_unload_after_the_service_is_ready_not_degraded(service: ServiceServer, fake_clean: FakeOllama) -> None:
+    body = post(service, {"tasks": tasks(2), "unload_after": True})
+    assert fake_clean.stats()["unloads"] == [body["model"]]
+    with service.client() as client:
+        ready = client.get("/ready")
+        health = client.get("/health").json()
+    # Ollama loads the model again on the next call: a container health check on /ready must not flap.
+    assert ready.status_code == 200, ready.text
+    assert health["status"] == "ready", health
+
+
+@pytest.mark.engine
+def test_after_unload_after_the_embedded_engine_is_ready_not_degraded() -> None:
+    # The embedded engine frees its memory by stopping; the next batch starts it again on the same port.
+    if not engine_available():
+        pytest.skip("the embedded extra is not installed")
+    with ServiceServer(make_settings(**ENGINE)) as service:
+        wait_ready(service.url, 300)
+        body = post(service, {"tasks": tasks(1, lang="en"), "unload_after": True}, timeout=600)
+        assert body["backend"] == "embedded"
+        health = httpx.get(f"{service.url}/health", timeout=30).json()
+        assert health["backend"]["embedded"]["running"] is False  # the release ran before the answer
+        assert health["backend"]["embedded"]["unloaded"] is True
+        assert health["status"] == "ready", health
+        assert httpx.get(f"{service.url}/ready", timeout=30).status_code == 200
+        again = post(service, {"tasks": tasks(1, lang="en")}, timeout=600)
+        assert again["backend"] == "embedded"
+        assert httpx.get(f"{service.url}/health", timeout=30).json()["backend"]["embedded"]["running"] is True
