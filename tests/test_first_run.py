@@ -3,13 +3,18 @@ before anything starts."""
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
+
 import httpx
 import pytest
 
 from tests.conftest import ENGINE, engine_available, make_settings
 from tests.helpers import wait_ready
 from tests.servers.fake_ollama import FakeOllama
-from tests.servers.service import ServiceServer
+from tests.servers.service import ServiceServer, free_port
 from tests.test_translator import post, tasks
 
 
@@ -41,3 +46,32 @@ def test_after_unload_after_the_embedded_engine_is_ready_not_degraded() -> None:
         again = post(service, {"tasks": tasks(1, lang="en")}, timeout=600)
         assert again["backend"] == "embedded"
         assert httpx.get(f"{service.url}/health", timeout=30).json()["backend"]["embedded"]["running"] is True
+
+
+def run_app(port: int) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RETRANSLATE_")}
+    env.update(RETRANSLATE_PORT=str(port), RETRANSLATE_AUTOSTART_OLLAMA="false", RETRANSLATE_BACKEND="ollama",
+               RETRANSLATE_OLLAMA_URL=f"http://127.0.0.1:{free_port()}")  # fmt: skip
+    return subprocess.run([sys.executable, "-m", "app"], env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_a_port_taken_by_another_program_names_the_setting_before_anything_starts() -> None:
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        done = run_app(port)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert "Started server process" not in done.stderr  # nothing started (no lifespan, no engine)
+    [line] = done.stderr.splitlines()
+    assert line.startswith(f"retranslate: port {port} on 127.0.0.1 is in use by another program")
+    assert "set RETRANSLATE_PORT to a free port" in line
+
+
+def test_a_port_taken_by_the_service_itself_says_it_already_runs(service: ServiceServer) -> None:
+    done = run_app(service.port)
+    assert done.returncode == 1
+    [line] = done.stderr.splitlines()
+    assert line.startswith(f"retranslate: the service already runs at http://127.0.0.1:{service.port}")
+    assert "RETRANSLATE_PORT" in line
