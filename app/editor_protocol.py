@@ -109,7 +109,7 @@ def first_installed(candidates: Iterable[str], installed: Iterable[str]) -> str 
 
 
 def preference_hint(installed: Sequence[str]) -> str:
-    listed = ", ".join(sorted(installed)[:20]) or "none installed"
+    listed = ", ".join(sorted(installed)[:20]) or "none"
     return (
         f"no model of the preference list is installed (installed: {listed}). Fix: `ollama pull "
         f"{RECOMMENDED_MODEL}` (recommended), or set RETRANSLATE_MODEL to an installed model"
@@ -238,9 +238,11 @@ FINAL_MARKER = "==================== FINAL RESULTS (JSON) ===================="
 # Progress and notice lines are for people: long texts are cut.
 MAX_PROGRESS_CHARS = 300
 MAX_NOTICE_CHARS = 2000
+# The user started the demo (`serve.py --demo`) and cannot pass flags through the editor: say what to do instead.
 DEMO_NOTICE = (
-    "not translated: the packaged demo model answers (RETRANSLATE_BACKEND=embedded without "
-    "RETRANSLATE_EMBEDDED_MODEL_PATH); its translations must not go into a dub. Use --allow-demo to get them anyway."
+    "not translated: the service runs the packaged demo model (started with `python scripts/serve.py --demo`); its "
+    f"translations must not go into a dub. For real translations install Ollama, run `ollama pull {RECOMMENDED_MODEL}` "
+    "and start the service again without --demo (or set RETRANSLATE_EMBEDDED_MODEL_PATH to a real GGUF model)."
 )
 # Python's str.splitlines() also breaks at these; json.dumps leaves them raw inside strings, so a caller
 # that splits that way could see a line start inside a value. Escaped, they are the same JSON string.

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
-from app.editor_protocol import RECOMMENDED_MODEL
+from collections.abc import Iterable
+
+from app.editor_protocol import MODEL_PREFERENCE, RECOMMENDED_MODEL, same_model
 
 # Ollama's own install commands, per OS (https://ollama.com/download).
 INSTALL_OLLAMA = (
@@ -41,3 +43,24 @@ def next_steps_markdown() -> str:
         "Or point `RETRANSLATE_OPENAI_BASE_URL` at an OpenAI-compatible server you have (with "
         "`RETRANSLATE_BACKEND=openai`). `GET /health` says what is missing now."
     )
+
+
+def missing_model_fix(named: str, installed: Iterable[str], *, ollama: bool) -> str:
+    """How to fix a named model the backend does not have. With Ollama the first of the preference list
+    comes first (the editor's old default, qwen2.5:32b, is ~20 GB; the recommended one ~2.5 GB), then
+    pulling the named one; then the models it has, when it has any."""
+    have = sorted(installed)[:20]
+    ways = []
+    if ollama:
+        first = MODEL_PREFERENCE[0]
+        if not same_model(named, first):
+            ways.append(
+                f"`ollama pull {first}` (recommended: the first of the preference list) and leave the model unset "
+                "(RETRANSLATE_MODEL, the request's model) so that the service picks it"
+            )
+        ways.append(f"`ollama pull {named}`")
+    if have:
+        ways.append(f"set RETRANSLATE_MODEL (or the request's model) to one it has: {', '.join(have)}")
+    elif not ollama:
+        ways.append("set RETRANSLATE_MODEL (or the request's model) to a model the server offers")
+    return "; or ".join(ways) + ("" if have else " (no model is installed yet)" if ollama else "")

@@ -11,6 +11,8 @@ import sys
 import httpx
 import pytest
 
+from app.editor_protocol import DEMO_NOTICE, MODEL_PREFERENCE, RECOMMENDED_MODEL
+from app.first_run import missing_model_fix
 from tests.conftest import ENGINE, engine_available, make_settings
 from tests.helpers import wait_ready
 from tests.servers.fake_ollama import FakeOllama
@@ -75,3 +77,48 @@ def test_a_port_taken_by_the_service_itself_says_it_already_runs(service: Servic
     [line] = done.stderr.splitlines()
     assert line.startswith(f"retranslate: the service already runs at http://127.0.0.1:{service.port}")
     assert "RETRANSLATE_PORT" in line
+
+
+def test_a_missing_model_recommends_the_first_of_the_preference_list(fake_clean: FakeOllama) -> None:
+    fake_clean.configure(models={})  # a fresh Ollama: nothing pulled
+    one = {"tasks": tasks(1), "model": "qwen2.5:32b"}  # the editor's old default, ~20 GB
+    with ServiceServer(make_settings(ollama_url=fake_clean.url)) as service:
+        refused = httpx.post(f"{service.url}/retranslate", json=one, timeout=30)
+    assert refused.status_code == 503
+    detail = refused.json()["detail"]
+    assert "is not pulled" in detail
+    fix = detail.split("Fix: ", 1)[1]
+    assert fix.startswith(f"`ollama pull {MODEL_PREFERENCE[0]}` (recommended")
+    assert "`ollama pull qwen2.5:32b`" in fix
+    assert "none installed" not in detail
+    assert "one of:" not in detail
+
+
+@pytest.mark.parametrize(
+    ("installed", "says", "never"),
+    [
+        ([], ["`ollama pull qwen2.5:32b`", "no model is installed yet"], ["one it has"]),
+        (["llama3:8b"], ["one it has: llama3:8b"], ["no model is installed"]),
+    ],
+)
+def test_the_missing_model_fix_lists_what_is_installed_only_when_there_is_any(
+    installed: list[str], says: list[str], never: list[str]
+) -> None:
+    fix = missing_model_fix("qwen2.5:32b", installed, ollama=True)
+    assert fix.startswith(f"`ollama pull {MODEL_PREFERENCE[0]}`")
+    assert all(text in fix for text in says), fix
+    assert not any(text in fix for text in never), fix
+
+
+def test_the_recommended_model_missing_is_pulled_once_in_the_fix() -> None:
+    fix = missing_model_fix(MODEL_PREFERENCE[0], [], ollama=True)
+    assert fix.count("ollama pull") == 1
+
+
+def test_the_demo_notice_says_what_the_user_can_do() -> None:
+    # The user never set RETRANSLATE_BACKEND=embedded (serve.py --demo did), and the editor cannot pass
+    # --allow-demo: the notice names neither, and says how to get real translations.
+    assert "RETRANSLATE_BACKEND=embedded" not in DEMO_NOTICE
+    assert "--allow-demo" not in DEMO_NOTICE
+    assert "serve.py --demo" in DEMO_NOTICE
+    assert f"ollama pull {RECOMMENDED_MODEL}" in DEMO_NOTICE

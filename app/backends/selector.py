@@ -23,7 +23,7 @@ from app.backends.ollama import OllamaBackend
 from app.backends.openai_compat import OpenAICompatBackend
 from app.editor_protocol import MODEL_PREFERENCE, RECOMMENDED_MODEL, first_installed, preference_hint, same_model
 from app.errors import BackendCallError, BackendUnavailable, ModelUnavailable
-from app.first_run import next_steps, next_steps_markdown
+from app.first_run import missing_model_fix, next_steps, next_steps_markdown
 from app.metrics import Metrics
 from app.settings import Settings
 
@@ -305,14 +305,9 @@ class Selector:
                 installed = (await self._checks_for(backend).run(backend.probe)).models or frozenset()
                 found = first_installed([named], installed)
             if found is None:
-                fix = (
-                    f"`ollama pull {named}`, or set RETRANSLATE_MODEL (or the request's model) to one of: "
-                    if isinstance(backend, OllamaBackend)
-                    else "set RETRANSLATE_MODEL (or the request's model) to one of: "
-                )
+                fix = missing_model_fix(named, installed, ollama=isinstance(backend, OllamaBackend))
                 what = "is not pulled in" if isinstance(backend, OllamaBackend) else "is not offered by"
-                listed = ", ".join(sorted(installed)[:20]) or "none installed"
-                raise ModelUnavailable(f"model {named!r} {what} {where}. Fix: {fix}{listed}.")
+                raise ModelUnavailable(f"model {named!r} {what} {where}. Fix: {fix}.")
             return ModelChoice(named, named, source)
         if not installed:
             raise ModelUnavailable(
