@@ -32,7 +32,15 @@ from app.settings import Settings, load_settings
 
 log = logging.getLogger("app")
 
-SHUTDOWN_SIGNALS = tuple(sig for sig in (getattr(signal, "SIGTERM", None), signal.SIGINT) if sig is not None)
+
+def shutdown_signals(signals: Any = signal) -> tuple[int, ...]:
+    """The signals that drain: SIGTERM, Ctrl-C and, on Windows, Ctrl-Break (SIGBREAK), which stops a console
+    program too. `signals` is the signal module (another OS's stand-in in tests)."""
+    names = ("SIGTERM", "SIGINT", "SIGBREAK")
+    return tuple(getattr(signals, name) for name in names if getattr(signals, name, None) is not None)
+
+
+SHUTDOWN_SIGNALS = shutdown_signals()
 
 
 def drain_on_signals(engine: Engine, grace_s: float) -> Callable[[], None]:
@@ -50,8 +58,8 @@ def drain_on_signals(engine: Engine, grace_s: float) -> Callable[[], None]:
         before = previous.get(sig)
         if callable(before):
             before(sig, frame)
-        elif sig == signal.SIGINT:
-            raise KeyboardInterrupt
+        elif sig != getattr(signal, "SIGTERM", None):
+            raise KeyboardInterrupt  # Ctrl-C or Ctrl-Break with no server handler: stop as Ctrl-C does
 
     for sig in SHUTDOWN_SIGNALS:
         previous[sig] = signal.signal(sig, handler)

@@ -84,23 +84,33 @@ def termination(os_name: OsName, *, force: bool) -> Termination:
     return Termination(getattr(signal, "SIGKILL", signal.SIGTERM) if force else signal.SIGTERM)
 
 
-def _terminate(proc: subprocess.Popen[bytes], os_name: OsName, *, force: bool) -> None:
+def grace_after_asking(delivered: bool, grace_s: float) -> float:
+    """How long to wait for a process we asked to stop before forcing it: the grace when the request reached
+    it; none when it was refused (Windows: `taskkill` without /F fails at once for a window-less console
+    process such as `ollama serve`; waiting the full grace would only delay every shutdown)."""
+    return grace_s if delivered else 0.0
+
+
+def _terminate(proc: subprocess.Popen[bytes], os_name: OsName, *, force: bool) -> bool:
+    """Whether the request to stop was delivered."""
     how = termination(os_name, force=force)
     try:
         if how.signal is not None:
             os.killpg(proc.pid, how.signal)  # the whole session: `ollama serve` spawns runners
-        else:
-            subprocess.run(
-                ["taskkill", "/PID", str(proc.pid), *how.taskkill_args],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                timeout=10,
-                check=False,
-            )
+            return True
+        done = subprocess.run(
+            ["taskkill", "/PID", str(proc.pid), *how.taskkill_args],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=10,
+            check=False,
+        )
+        return done.returncode == 0
     except (ProcessLookupError, PermissionError, OSError, subprocess.TimeoutExpired):
         if force:
             with contextlib.suppress(OSError):
                 proc.kill()
+        return False
 
 
 def _kill_on_close_job(proc: subprocess.Popen[bytes]) -> object | None:  # pragma: no cover - Windows only
@@ -160,11 +170,11 @@ async def stop_process(proc: subprocess.Popen[bytes], grace_s: float, os_name: O
     os_name = os_name or current_os()
     if proc.poll() is not None:
         return
-    _terminate(proc, os_name, force=False)
+    wait_s = grace_after_asking(_terminate(proc, os_name, force=False), grace_s)
     try:
-        await asyncio.to_thread(proc.wait, grace_s)
+        await asyncio.to_thread(proc.wait, wait_s)
     except subprocess.TimeoutExpired:
-        log.warning("pid %s did not stop within %.0f s: killing it", proc.pid, grace_s)
+        log.warning("pid %s did not stop within %.0f s: killing it", proc.pid, wait_s)
         _terminate(proc, os_name, force=True)
         with contextlib.suppress(subprocess.TimeoutExpired):
             await asyncio.to_thread(proc.wait, 5.0)

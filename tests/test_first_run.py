@@ -7,12 +7,14 @@ import os
 import socket
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import httpx
 import pytest
 
 from app.editor_protocol import DEMO_NOTICE, MODEL_PREFERENCE, RECOMMENDED_MODEL
 from app.first_run import missing_model_fix
+from app.main import shutdown_signals
 from tests.conftest import ENGINE, engine_available, make_settings
 from tests.helpers import wait_ready
 from tests.servers.fake_ollama import FakeOllama
@@ -122,3 +124,13 @@ def test_the_demo_notice_says_what_the_user_can_do() -> None:
     assert "--allow-demo" not in DEMO_NOTICE
     assert "serve.py --demo" in DEMO_NOTICE
     assert f"ollama pull {RECOMMENDED_MODEL}" in DEMO_NOTICE
+
+
+@pytest.mark.parametrize(
+    ("system", "names", "drains_break"),
+    [("windows", {"SIGINT": 2, "SIGTERM": 15, "SIGBREAK": 21}, True), ("linux", {"SIGINT": 2, "SIGTERM": 15}, False)],
+)
+def test_ctrl_break_drains_on_windows(system: str, names: dict[str, int], drains_break: bool) -> None:
+    signals = shutdown_signals(SimpleNamespace(**names))
+    assert (21 in signals) is drains_break
+    assert {2, 15} <= set(signals)

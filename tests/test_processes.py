@@ -10,6 +10,7 @@ from app.processes import (
     CREATE_NEW_PROCESS_GROUP,
     CREATE_NO_WINDOW,
     _die_with_parent,
+    grace_after_asking,
     spawn_options,
     termination,
 )
@@ -36,6 +37,13 @@ def test_only_linux_ties_the_child_to_us_with_pdeathsig(os_name: str, has_pdeath
 def test_posix_stops_the_group_with_sigterm_then_sigkill(os_name: str) -> None:
     assert termination(os_name, force=False).signal == signal.SIGTERM  # type: ignore[arg-type]
     assert termination(os_name, force=True).signal == signal.SIGKILL  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("delivered", "wait_s"), [(True, 10.0), (False, 0.0)])
+def test_a_refused_stop_request_is_forced_at_once(delivered: bool, wait_s: float) -> None:
+    # Windows: taskkill without /F fails at once for a window-less console process (`ollama serve`): no
+    # full grace to wait before /F.
+    assert grace_after_asking(delivered, 10.0) == wait_s
 
 
 def test_windows_stops_the_tree_with_taskkill() -> None:
