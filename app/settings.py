@@ -1,6 +1,6 @@
 """Every setting of the service, in one place.
 
-Defaults live here and nowhere else: `.env.example` and the README's settings table are generated from
+Defaults live here and nowhere else: `.env.example` and the settings table of docs/settings.md are generated from
 this class (`python -m app.settings --env-example` / `--markdown`) and a test keeps them in sync.
 """
 
@@ -398,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     group = parser.add_mutually_exclusive_group(required=True)
     group.add_argument("--env-example", action="store_true", help="print .env.example")
-    group.add_argument("--markdown", action="store_true", help="print the README settings table")
+    group.add_argument("--markdown", action="store_true", help="print the settings table (docs/settings.md)")
     args = parser.parse_args(argv)
     sys.stdout.write(env_example() if args.env_example else markdown_table() + "\n")
     return 0

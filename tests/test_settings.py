@@ -1,9 +1,10 @@
-"""Defaults live in app/settings.py only: .env.example and the README table are generated from it."""
+"""Defaults live in app/settings.py only: .env.example and the docs pages' tables are generated from it."""
 
 import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,28 +20,20 @@ def test_env_example_is_generated_from_settings() -> None:
     )
 
 
-def test_readme_settings_table_is_generated_from_settings() -> None:
-    readme = (PROJECT_DIR / "README.md").read_text(encoding="utf-8")
-    block = readme.split("<!-- settings:start -->\n", 1)[1].split("<!-- settings:end -->", 1)[0]
-    assert block == markdown_table() + "\n", "regenerate the table with: python -m app.settings --markdown"
+# The generated regions of the docs pages: (page, region, what generates it). scripts/sync_docs.sh writes them.
+GENERATED = [
+    ("docs/settings.md", "settings", markdown_table),
+    ("docs/errors.md", "error-codes", errors.markdown_table),
+    ("docs/errors.md", "rules", dubbing.rules_table),
+    ("docs/backends.md", "models", editor_protocol.models_table),
+]
 
 
-def test_readme_error_code_table_is_generated_from_the_policy_table() -> None:
-    readme = (PROJECT_DIR / "README.md").read_text(encoding="utf-8")
-    block = readme.split("<!-- error-codes:start -->\n", 1)[1].split("<!-- error-codes:end -->", 1)[0]
-    assert block == errors.markdown_table() + "\n", "regenerate with: bash scripts/sync_docs.sh"
-
-
-def test_readme_rule_table_is_generated_from_the_rules() -> None:
-    readme = (PROJECT_DIR / "README.md").read_text(encoding="utf-8")
-    block = readme.split("<!-- rules:start -->\n", 1)[1].split("<!-- rules:end -->", 1)[0]
-    assert block == dubbing.rules_table() + "\n", "regenerate with: bash scripts/sync_docs.sh"
-
-
-def test_readme_model_list_is_generated_from_the_preference_list() -> None:
-    readme = (PROJECT_DIR / "README.md").read_text(encoding="utf-8")
-    block = readme.split("<!-- models:start -->\n", 1)[1].split("<!-- models:end -->", 1)[0]
-    assert block == editor_protocol.models_table() + "\n", "regenerate with: bash scripts/sync_docs.sh"
+@pytest.mark.parametrize(("page", "region", "generate"), GENERATED, ids=[g[1] for g in GENERATED])
+def test_the_docs_tables_are_generated_from_the_code(page: str, region: str, generate: Callable[[], str]) -> None:
+    text = (PROJECT_DIR / page).read_text(encoding="utf-8")
+    block = text.split(f"<!-- {region}:start -->\n", 1)[1].split(f"<!-- {region}:end -->", 1)[0]
+    assert block == generate() + "\n", "regenerate with: bash scripts/sync_docs.sh"
 
 
 BAD = [
