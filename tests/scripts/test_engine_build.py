@@ -25,7 +25,7 @@ def test_serve_py_passes_the_options_and_the_cores() -> None:
     command, env = serve.engine_install(Path("/venv/bin/python"), {"CMAKE_ARGS": "-DGGML_CUDA=ON"})
     assert command[-2:] == ["-e", ".[embedded]"]
     assert env["CMAKE_ARGS"].split() == [*ARGS, "-DGGML_CUDA=ON"]  # the user's own come last and win
-    assert env["LLAMA_CPP_BUILD_JOBS"] == str(os.cpu_count())
+    assert env["LLAMA_CPP_BUILD_JOBS"] == str(serve.cores())
 
 
 def test_test_sh_passes_the_options_and_the_cores() -> None:
@@ -39,7 +39,7 @@ def test_test_sh_passes_the_options_and_the_cores() -> None:
     out = subprocess.run(["bash", "-c", shown], cwd=ROOT, env=env, capture_output=True, text=True, check=True).stdout
     values = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
     assert values["CMAKE_ARGS"].split() == ARGS
-    assert values["LLAMA_CPP_BUILD_JOBS"] == str(os.cpu_count())
+    assert values["LLAMA_CPP_BUILD_JOBS"] == str(serve.cores())
 
 
 def test_no_other_place_installs_the_extra() -> None:

@@ -289,3 +289,39 @@ def test_it_starts_the_service(clone: Path, fake: FakeOllama, started: list) -> 
     assert health["backend"]["kind"] == "ollama"
     started[0].send_signal(signal.SIGTERM)  # serve.py exec'd the service: the signal reaches it and it drains
     assert started[0].wait(60) in (0, -signal.SIGTERM)
+
+
+CHILD = """
+import signal, sys, time
+def drain(*_):
+    print("draining", flush=True)
+    time.sleep(0.5)  # the drain's work: serve.py must wait for it, not exit (and kill the service) first
+    print("drained", flush=True)
+    sys.exit(3)
+signal.signal(signal.SIGINT, drain)
+print("up", flush=True)
+while True:
+    time.sleep(1)
+"""
+DRIVER = """
+import importlib.util, os, sys
+spec = importlib.util.spec_from_file_location("serve_script", sys.argv[1])
+serve = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(serve)
+sys.exit(serve.run_child([sys.executable, "-c", sys.argv[2]], dict(os.environ)))
+"""
+
+
+def test_run_as_a_child_serve_py_waits_for_the_services_drain_on_ctrl_c(started: list) -> None:
+    # Windows runs the service as serve.py's child. A console Ctrl-C reaches both (one process group): serve.py
+    # must not exit first (on Windows its job object would then kill the service mid-drain), and it passes the
+    # service's exit status on. Run here with POSIX signals, the same code path.
+    proc = subprocess.Popen([sys.executable, "-c", DRIVER, str(SERVE), CHILD], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)  # fmt: skip
+    started.append(proc)
+    console = Console(proc)
+    console.wait_for("up", 60)
+    os.killpg(proc.pid, signal.SIGINT)  # what the console's Ctrl-C does: the whole group
+    console.wait_for("drained", 60)
+    assert proc.wait(60) == 3, console.text
+    assert "Traceback" not in console.text
