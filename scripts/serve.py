@@ -138,14 +138,14 @@ def install_service(python: Path) -> None:
 
 
 def settings_of(python: Path) -> dict[str, Any]:
-    """The service's own settings (environment and .env) and its next-steps text for a machine without a
-    backend (app/first_run.py, the one text /health and /docs show too); a bad value stops here with its
-    lines, exit 2."""
+    """The service's own settings (environment and .env), its next-steps text for a machine without a
+    backend (app/first_run.py, the one text /health and /docs show too) and whether its port is taken (the
+    service's own check, app/__main__.py); a bad value stops here with its lines, exit 2."""
     code = (
         "import json; from app.settings import load_settings; s = load_settings(); "
-        "from app.first_run import next_steps; "
+        "from app.first_run import next_steps; from app.__main__ import port_problem; "
         "d = {k: (str(v) if v is not None else None) for k, v in s.model_dump().items()}; "
-        "d['_next_steps'] = next_steps(); print(json.dumps(d))"
+        "d['_next_steps'] = next_steps(); d['_port_problem'] = port_problem(s.host, s.port); print(json.dumps(d))"
     )
     done = subprocess.run([str(python), "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     if done.returncode != 0:
@@ -367,6 +367,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.plan:
         print(json.dumps(decided, indent=2))
         return 0
+    if settings.get("_port_problem"):  # before any install or build: the service could not bind anyway
+        print(f"retranslate: {settings['_port_problem']}", file=sys.stderr)
+        return 1
     env = hand_over(settings, decided, dict(os.environ))
     if decided["engine_unsupported"]:
         say(WINDOWS_NO_ENGINE)

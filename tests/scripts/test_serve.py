@@ -10,6 +10,7 @@ import os
 import queue
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -325,3 +326,16 @@ def test_run_as_a_child_serve_py_waits_for_the_services_drain_on_ctrl_c(started:
     console.wait_for("drained", 60)
     assert proc.wait(60) == 3, console.text
     assert "Traceback" not in console.text
+
+
+def test_a_taken_port_stops_serve_py_before_any_install_or_build(clone: Path, tmp_path: Path) -> None:
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        done = run_serve(clone, "--demo", RETRANSLATE_PORT=str(port), **no_ollama(tmp_path))
+    assert done.returncode == 1
+    assert "embedded engine" not in done.stdout  # no install, no build was started
+    [line] = done.stderr.splitlines()
+    assert f"port {port} on 127.0.0.1 is in use by another program" in line
+    assert "RETRANSLATE_PORT" in line
