@@ -1,8 +1,13 @@
-"""What a new user does next when no backend answers: one text, shown by /health, the docs page and
-`scripts/serve.py`'s console (which reads it through the service's own Python)."""
+"""What a new user meets first: what to do next when no backend answers (one text, shown by /health, the
+docs page and `scripts/serve.py`'s console, which reads it through the service's own Python), the advice for a
+missing model, and a port already in use (checked by `python -m app` and by serve.py before anything starts).
+Light on imports: serve.py loads it with the settings on every start."""
 
 from __future__ import annotations
 
+import json
+import socket
+import urllib.request
 from collections.abc import Iterable
 
 from app.editor_protocol import MODEL_PREFERENCE, RECOMMENDED_MODEL, same_model
@@ -64,3 +69,41 @@ def missing_model_fix(named: str, installed: Iterable[str], *, ollama: bool) -> 
     elif not ollama:
         ways.append("set RETRANSLATE_MODEL (or the request's model) to a model the server offers")
     return "; or ".join(ways) + ("" if have else " (no model is installed yet)" if ollama else "")
+
+
+# Asked directly, never through http_proxy: it is this machine.
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def _is_this_service(host: str, port: int) -> bool:
+    target = "127.0.0.1" if host in ("0.0.0.0", "") else "[::1]" if host == "::" else host
+    target = f"[{target}]" if ":" in target and not target.startswith("[") else target
+    try:
+        with _DIRECT.open(f"http://{target}:{port}/health", timeout=3) as response:
+            body = json.loads(response.read(65536))
+    except (OSError, ValueError):
+        return False
+    return isinstance(body, dict) and "backend" in body and "status" in body
+
+
+def port_problem(host: str, port: int) -> str | None:
+    """Why the service cannot bind host:port, in words naming the setting to change; None when it can."""
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError as exc:
+        return f"RETRANSLATE_HOST={host!r} is not an address of this machine ({exc}): set RETRANSLATE_HOST"
+    family, _, _, _, address = infos[0]
+    try:
+        # The same SO_REUSEADDR as uvicorn's own socket: a port in TIME_WAIT is free for both.
+        with socket.create_server(address[:2], family=family):
+            return None
+    except OSError as exc:
+        if _is_this_service(host, port):
+            return (
+                f"the service already runs at http://{host}:{port} (its /health answers): use it, or set "
+                "RETRANSLATE_PORT to another port to start a second one"
+            )
+        return (
+            f"port {port} on {host} is in use by another program ({exc.strerror or exc}): set RETRANSLATE_PORT "
+            "to a free port (or stop that program)"
+        )

@@ -140,10 +140,10 @@ def install_service(python: Path) -> None:
 def settings_of(python: Path) -> dict[str, Any]:
     """The service's own settings (environment and .env), its next-steps text for a machine without a
     backend (app/first_run.py, the one text /health and /docs show too) and whether its port is taken (the
-    service's own check, app/__main__.py); a bad value stops here with its lines, exit 2."""
+    service's own check, app/first_run.py); a bad value stops here with its lines, exit 2."""
     code = (
         "import json; from app.settings import load_settings; s = load_settings(); "
-        "from app.first_run import next_steps; from app.__main__ import port_problem; "
+        "from app.first_run import next_steps, port_problem; "
         "d = {k: (str(v) if v is not None else None) for k, v in s.model_dump().items()}; "
         "d['_next_steps'] = next_steps(); d['_port_problem'] = port_problem(s.host, s.port); print(json.dumps(d))"
     )
