@@ -586,3 +586,55 @@ def test_config_endpoint_accepts_new_knobs(client: httpx.Client) -> None:
     assert resp.status_code == 200
     assert {k: resp.json()["config"][k] for k in knobs} == knobs
     assert client.post("/_fake/config", json={"pad_response_bytes": -5}).status_code == 400
+
+
+# ---------------------------------------------------------------- durations and slots (issue 31)
+
+
+def _concurrent_chats(url: str, n: int) -> list[dict[str, Any]]:
+    """`n` chats sent at once, each on its own connection; their answers."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(i: int) -> dict[str, Any]:
+        with httpx.Client(base_url=url, timeout=30.0, trust_env=False) as c:
+            resp = c.post("/api/chat", json=chat_body(f"你好世界{i}"))
+            assert resp.status_code == 200
+            return dict(resp.json())
+
+    with ThreadPoolExecutor(n) as pool:
+        return list(pool.map(one, range(n)))
+
+
+def _wait_ns(body: dict[str, Any]) -> int:
+    """The wait inside Ollama, as routes.go defines it: total - load - prompt_eval - eval."""
+    return int(body["total_duration"] - body["load_duration"] - body["prompt_eval_duration"] - body["eval_duration"])
+
+
+def test_durations_hold_the_slot_wait_and_slots_change_on_the_same_port(ollama: FakeOllama) -> None:
+    ollama.configure(parallel=1, latency_s=0.5)
+    _, second, third = sorted(_concurrent_chats(ollama.url, 3), key=_wait_ns)
+    # One slot: the last served arrived while the first was computing, so it waited inside the fake for the
+    # whole compute of the second.
+    assert _wait_ns(third) >= second["prompt_eval_duration"] + second["eval_duration"]
+    assert ollama.stats()["max_running"] == 1
+
+    ollama.reset()  # counters only: the same server, the same port
+    ollama.configure(parallel=2, latency_s=0.2)
+    answers = _concurrent_chats(ollama.url, 2)
+    assert all(_wait_ns(b) >= 0 for b in answers)
+    assert ollama.stats()["max_running"] == 2
+    # Two slots: neither waited for the other's compute.
+    for body in answers:
+        assert _wait_ns(body) < min(b["prompt_eval_duration"] + b["eval_duration"] for b in answers)
+
+
+def test_durations_knob_and_llama_server_timings(client: httpx.Client, ollama: FakeOllama) -> None:
+    ollama.configure(durations=False)
+    body = client.post("/api/chat", json=chat_body()).json()
+    assert not (set(METRICS) - {"prompt_eval_count", "eval_count"}) & set(body)
+    assert "timings" not in client.post("/v1/chat/completions", json=v1_body()).json()
+    ollama.configure(v1_timings=True)
+    timings = client.post("/v1/chat/completions", json=v1_body()).json()["timings"]
+    assert set(timings) == {"prompt_n", "prompt_ms", "predicted_n", "predicted_ms"}
+    assert timings["prompt_ms"] > 0
+    assert timings["predicted_ms"] > 0

@@ -8,7 +8,12 @@ badly shaped model answers, and transport failures (500, hang, reset, ...).
 A ``format`` ("json" or a JSON schema; /v1 ``response_format``) is obeyed like a
 constrained model would; ``raw_by_source`` makes the model say exactly a given
 string; ``pad_response_bytes`` inflates answer bodies; ``version`` selects the
-version-dependent behaviour listed below.
+version-dependent behaviour listed below.  Native answers carry Ollama's
+``total_duration`` (from the request's arrival, the wait for a slot included),
+``load_duration``, ``prompt_eval_duration`` and ``eval_duration`` in ns, all
+measured (``durations: False`` drops them); ``v1_timings`` adds llama-server's
+``timings`` to /v1 answers.  ``parallel`` (the slots) can be changed at any
+time, on the same port, by ``configure``/``/_fake/config``.
 
 Run it in-process (``FakeOllama(...).start()``) or as a process
 (``python -m tests.servers.fake_ollama``); both are driven through the same
@@ -448,6 +453,10 @@ def default_config() -> dict[str, Any]:
         "reject_format": False,
         # 400 (OpenAI-style, param "response_format") to any /v1 response_format: a server without it
         "reject_response_format": False,
+        # native answers carry total/load/prompt_eval/eval_duration (ns) as Ollama's do; False: a server without
+        "durations": True,
+        # /v1 answers carry llama-server's `timings` (prompt_ms, predicted_ms, ...): a llama-server stand-in
+        "v1_timings": False,
     }
 
 
@@ -499,6 +508,15 @@ class _Answer:
 # --------------------------------------------------------------------------
 # HTTP plumbing
 # --------------------------------------------------------------------------
+
+
+class _Spent:
+    """Where an answered request's time went, measured by the fake (seconds)."""
+
+    __slots__ = ("compute_s", "load_s", "total_s")
+
+    def __init__(self, total_s: float, load_s: float, compute_s: float) -> None:
+        self.total_s, self.load_s, self.compute_s = total_s, load_s, compute_s
 
 
 class _Server(ThreadingHTTPServer):
@@ -802,6 +820,8 @@ class _Handler(BaseHTTPRequestHandler):
         fake = self.server.fake
         fake._in_flight(+1)
         self._settled = False
+        # Ollama's checkpointStart: total_duration runs from here, the wait for a slot included.
+        self._arrived = time.monotonic()
         try:
             self._inference_inner(kind, body)
         finally:
@@ -924,13 +944,13 @@ class _Handler(BaseHTTPRequestHandler):
         if mode == "model_404":
             return self._error(404, fake._not_found_message(model, kind), openai)
 
-        t0 = time.monotonic()
         got = self._acquire_slot()
         if got == "busy":
             return self._busy(openai, fake._config_value("busy_retry_after"))
         if got != "ok":
             return self._drop(abandoned=got == "gone")
         self._slot_held = True
+        computing = time.monotonic()
         try:
             if mode == "hang":
                 return self._hang()
@@ -945,20 +965,23 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._send(200, garbage.encode("utf-8"), "application/json; charset=utf-8")
             if mode == "reset":
                 return self._reset_connection()
+            loading = time.monotonic()
             fake._load(installed, keep_alive)
+            load_s = time.monotonic() - loading
             if fmt_mode == "invalid":
                 # llm/server.go Completion refuses it before generating: a 500 (nothing was streamed yet)
                 raw_format = json.dumps(fmt, ensure_ascii=False, separators=(",", ":"))
                 return self._error(500, INVALID_FORMAT.format(raw=go_quote(raw_format)), openai)
             answer = fake._answer(source, lang, think, cap, constrained=fmt_mode in ("json", "schema"))
-            elapsed = time.monotonic() - t0
+            done = time.monotonic()
+            spent = _Spent(done - self._arrived, load_s, done - computing - load_s)
             pad = max(0, int(fake._config_value("pad_response_bytes") or 0))
             if openai:
-                self._openai_reply(model, answer, prompt_tokens, stream, body, pad)
+                self._openai_reply(model, answer, prompt_tokens, stream, body, pad, spent)
             elif stream:
-                self._native_stream(kind, model, answer, prompt_tokens, elapsed, pad)
+                self._native_stream(kind, model, answer, prompt_tokens, spent, pad)
             else:
-                reply = self._native_envelope(kind, model, answer, answer.reason, prompt_tokens, elapsed)
+                reply = self._native_envelope(kind, model, answer, answer.reason, prompt_tokens, spent)
                 if pad:
                     reply["padding"] = "x" * pad
                 self._json(200, reply)
@@ -1056,16 +1079,22 @@ class _Handler(BaseHTTPRequestHandler):
 
     # ----------------------------------------------------------- reply shapes
 
-    @staticmethod
-    def _metrics(prompt_tokens: int, answer: _Answer, elapsed: float) -> dict[str, int]:
-        total = max(1, int(elapsed * 1e9))
+    def _metrics(self, prompt_tokens: int, answer: _Answer, spent: _Spent) -> dict[str, int]:
+        """Ollama's counters (server/routes.go): total_duration from the request's arrival (the wait for a
+        slot included), load_duration, and the compute split into prompt_eval_duration and eval_duration;
+        all measured here, in ns, so total - load - prompt_eval - eval is the time the request waited."""
+        counts = {"prompt_eval_count": max(1, prompt_tokens), "eval_count": answer.tokens}
+        if not self.server.fake._config_value("durations"):
+            return counts
+        load, compute = int(spent.load_s * 1e9), int(spent.compute_s * 1e9)
+        prompt = compute // 4  # the fake's "prompt reading" is a quarter of its compute time
         return {
-            "total_duration": total + 2_000_000,
-            "load_duration": 1_500_000,
-            "prompt_eval_count": max(1, prompt_tokens),
-            "prompt_eval_duration": max(1, prompt_tokens) * 50_000,
-            "eval_count": answer.tokens,
-            "eval_duration": max(total, answer.tokens * 1_000_000),
+            "total_duration": max(int(spent.total_s * 1e9), load + compute),
+            "load_duration": load,
+            "prompt_eval_count": counts["prompt_eval_count"],
+            "prompt_eval_duration": prompt,
+            "eval_count": counts["eval_count"],
+            "eval_duration": compute - prompt,
         }
 
     def _native_envelope(
@@ -1075,7 +1104,7 @@ class _Handler(BaseHTTPRequestHandler):
         answer: _Answer,
         reason: str,
         prompt_tokens: int = 0,
-        elapsed: float = 0.0,
+        spent: _Spent | None = None,
         metrics: bool = True,
     ) -> dict[str, Any]:
         out: dict[str, Any] = {"model": model, "created_at": _now_rfc3339()}
@@ -1093,11 +1122,11 @@ class _Handler(BaseHTTPRequestHandler):
         if metrics:
             if kind == "generate":
                 out["context"] = [151644, 872, 198]
-            out.update(self._metrics(prompt_tokens, answer, elapsed))
+            out.update(self._metrics(prompt_tokens, answer, spent or _Spent(0.0, 0.0, 0.0)))
         return out
 
     def _native_stream(
-        self, kind: str, model: str, answer: _Answer, prompt_tokens: int, elapsed: float, pad: int = 0
+        self, kind: str, model: str, answer: _Answer, prompt_tokens: int, spent: _Spent, pad: int = 0
     ) -> None:
         self._start_chunked("application/x-ndjson")
         pieces = [("thinking", p) for p in _pieces(answer.thinking)]
@@ -1115,15 +1144,22 @@ class _Handler(BaseHTTPRequestHandler):
                 line["message"] = message
             line["done"] = False
             self._chunk(_compact(line) + b"\n")
-        final = self._native_envelope(kind, model, _Answer(""), answer.reason, prompt_tokens, elapsed)
-        final.update(self._metrics(prompt_tokens, answer, elapsed))
+        final = self._native_envelope(kind, model, _Answer(""), answer.reason, prompt_tokens, spent)
+        final.update(self._metrics(prompt_tokens, answer, spent))
         if pad:
             final["padding"] = "x" * pad
         self._chunk(_compact(final) + b"\n")
         self._end_chunked()
 
     def _openai_reply(
-        self, model: str, answer: _Answer, prompt_tokens: int, stream: bool, body: dict[str, Any], pad: int = 0
+        self,
+        model: str,
+        answer: _Answer,
+        prompt_tokens: int,
+        stream: bool,
+        body: dict[str, Any],
+        pad: int = 0,
+        spent: _Spent | None = None,
     ) -> None:
         ident = f"chatcmpl-{random.randint(0, 998)}"
         created = int(time.time())
@@ -1139,6 +1175,11 @@ class _Handler(BaseHTTPRequestHandler):
             if answer.thinking:
                 message["reasoning"] = answer.thinking
             reply = dict(head, choices=[{"index": 0, "message": message, "finish_reason": answer.reason}], usage=usage)
+            if spent is not None and self.server.fake._config_value("v1_timings"):
+                # llama-server's shape (tools/server: result_timings): ms, no queue wait, load folded in
+                compute_ms = (spent.load_s + spent.compute_s) * 1000
+                reply["timings"] = {"prompt_n": usage["prompt_tokens"], "prompt_ms": compute_ms / 4,
+                                    "predicted_n": answer.tokens, "predicted_ms": compute_ms * 3 / 4}  # fmt: skip
             if pad:
                 reply["padding"] = "x" * pad
             return self._send(200, _compact(reply) + b"\n", "application/json")
@@ -1445,7 +1486,7 @@ class FakeOllama:
         pad = kw.get("pad_response_bytes", 0)
         if isinstance(pad, bool) or not isinstance(pad, int) or pad < 0:
             raise ValueError("pad_response_bytes must be an int >= 0")
-        for key in ("reject_format", "reject_response_format"):
+        for key in ("reject_format", "reject_response_format", "durations", "v1_timings"):
             if not isinstance(kw.get(key, False), bool):
                 raise ValueError(f"{key} must be a bool")
         failures = kw.get("failures")
