@@ -41,6 +41,14 @@ class Metrics:
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128),
             registry=r,
         )
+        self.item_timings = Histogram(
+            "retranslate_item_timing_seconds",
+            "Where an item's time went, by part (service_wait, engine_wait, load, prompt, generate); an item "
+            "counts in a part only where it was measured.",
+            ["part"],
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128),
+            registry=r,
+        )
 
     def instrument(self, app: FastAPI, dependencies: Sequence[Any]) -> None:
         """HTTP request metrics for every route, and GET /metrics (behind the API key when one is set:

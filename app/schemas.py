@@ -142,6 +142,19 @@ class RetranslateRequest(BaseModel):
         return self
 
 
+class Timings(BaseModel):
+    """Where an item's time went: seconds summed over its backend calls that answered; null where nobody
+    measured it (the engine does not report it, or no call was made)."""
+
+    service_wait: float | None = Field(None, description="Waiting in the service's own bound before sending.")
+    engine_wait: float | None = Field(
+        None, description="Waiting inside the engine for a slot (Ollama reports it; llama-server does not)."
+    )
+    load: float | None = Field(None, description="The engine loading the model.")
+    prompt: float | None = Field(None, description="The engine reading the prompt.")
+    generate: float | None = Field(None, description="The engine generating the answer.")
+
+
 class ItemResult(BaseModel):
     task_id: str
     source: str
@@ -159,6 +172,9 @@ class ItemResult(BaseModel):
     within_budget: bool | None = None
     warnings: list[str] = Field(default_factory=list)
     cached: bool = False
+    timings: Timings = Field(
+        default_factory=Timings, description="Where the item's time went (docs/why-slow.md); null parts: unknown."
+    )
 
     @model_validator(mode="after")
     def _encodable(self) -> ItemResult:
@@ -193,6 +209,11 @@ class Summary(BaseModel):
     failed: int
     elapsed: float
     avg_per_task: float
+    engine_parallelism: float | None = Field(
+        None,
+        description="Calls the engine computed at once over this batch (its compute time over the time it had "
+        "work), from the timings it reports; null when it reports none.",
+    )
 
 
 class RetranslateResponse(BaseModel):
@@ -220,7 +241,20 @@ class HealthResponse(BaseModel):
     model: dict[str, Any]
     max_concurrency: int = Field(description="RETRANSLATE_MAX_CONCURRENCY.")
     backend_slots: int | None = Field(None, description="Parallel slots the backend has, when known.")
-    effective_concurrency: int = Field(description="Calls in flight at most: the smaller of the two.")
+    effective_concurrency: int = Field(
+        description="Calls in flight at most now: the smaller of the two, then following what the engine serves "
+        "(RETRANSLATE_ADAPT_CONCURRENCY)."
+    )
+    measured_parallelism: float | None = Field(
+        None,
+        description="Calls the engine computed at once over its recent calls, from the timings it reports; null "
+        "until measured (or when it reports none).",
+    )
+    parallelism_advice: str | None = Field(
+        None,
+        description="Set when the engine stays near one call at a time while the service sends more: what to "
+        "change, and how (docs/why-slow.md).",
+    )
     problem: str | None = None
 
 
@@ -258,6 +292,7 @@ class TranslateTextResponse(BaseModel):
     within_budget: bool | None = None
     warnings: list[str] = Field(default_factory=list)
     cached: bool = False
+    timings: Timings = Field(default_factory=Timings, description="Where the line's time went (docs/why-slow.md).")
 
 
 def _ids(tasks: list[Task]) -> str:

@@ -134,6 +134,14 @@ class Settings(BaseSettings):
         le=512,
         description="Backend requests in flight for the whole service (one shared bound).",
     )
+    adapt_concurrency: bool = Field(
+        True,
+        description=(
+            "Let the bound follow what the engine serves, measured from the timings it reports: at most measured + 1 "
+            "calls wait at the engine, the rest wait in the service's queue; it probes upward by itself. Slots the "
+            "engine states count as known. false: the fixed bound (RETRANSLATE_MAX_CONCURRENCY, or the stated slots)."
+        ),
+    )
     request_timeout_s: float = Field(60.0, gt=0, description="Bound on one backend call.")
     item_timeout_s: float = Field(
         180.0,

@@ -24,6 +24,9 @@ FAST = {
     # The breaker is the service's (services are shared across tests): a short cooldown, and the fixture
     # below waits it out before handing a service to the next test.
     "breaker_cooldown_s": 0.5,
+    # Services are shared across tests: a bound that followed one test's 1-slot fake would hold the next test
+    # back. The tests of the adaptive bound (tests/test_engine_parallelism.py) turn it on for their own service.
+    "adapt_concurrency": False,
 }
 
 

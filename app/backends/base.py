@@ -13,8 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
 
-from app.backends.bound import Bound
+from app.backends.bound import Bound, follow_engine
 from app.backends.breaker import Breaker
+from app.backends.parallelism import ParallelismMeter, Stay, engine_advice, ollama_advice
+from app.backends.timings import CallTimings
 from app.errors import BackendCallError, ErrorKind
 from app.metrics import Metrics
 from app.settings import Settings
@@ -45,6 +47,23 @@ class ChatReply:
     thinking: str
     # "stop", "length" (cut off by the cap), ...
     finish_reason: str | None
+    # Where the call's time went (engine-reported parts; service_wait set by the shared call path).
+    timings: CallTimings | None = None
+    # The call's stay at the engine on the service's clock (time.perf_counter): sent, answered.
+    sent_at: float | None = None
+    answered_at: float | None = None
+
+    def stay(self) -> Stay | None:
+        """The call's stay at the engine, when the engine reported its compute time."""
+        timings = self.timings
+        compute = timings.compute if timings else None
+        if timings is None or compute is None or self.sent_at is None or self.answered_at is None:
+            return None
+        # The engine's own clock when it says how long the call was there (its queue included); else ours.
+        at_engine = timings.at_engine
+        if at_engine is None:
+            at_engine = self.answered_at - self.sent_at
+        return Stay(end=self.answered_at, at_engine=max(at_engine, compute), compute=compute)
 
 
 @dataclass(frozen=True)
@@ -70,6 +89,11 @@ class Backend(Protocol):
 
     @property
     def concurrency(self) -> int: ...
+
+    @property
+    def measured_parallelism(self) -> float | None: ...
+
+    def parallelism_advice(self) -> str | None: ...
 
     async def chat(self, request: ChatRequest, on_send: Callable[[], None] | None = None) -> ChatReply: ...
 
@@ -100,6 +124,9 @@ class BackendBase:
         # the parallel slots the engine has, when we know them.
         self._limiter = Bound(settings.max_concurrency)
         self._slots: int | None = None
+        # What the engine really computes at once, from the timings it reports (rolling, per backend).
+        self.meter = ParallelismMeter(max(8, 2 * settings.max_concurrency))
+        self._advised = False
         # Send the answer's JSON schema until the server rejects it (remembered per backend).
         self.structured = True
 
@@ -115,6 +142,50 @@ class BackendBase:
     def concurrency(self) -> int:
         return self._limiter.capacity
 
+    @property
+    def measured_parallelism(self) -> float | None:
+        return self.meter.measured
+
+    @property
+    def is_ollama(self) -> bool:
+        """Whether the engine is Ollama (its advice names OLLAMA_NUM_PARALLEL)."""
+        return False
+
+    def parallelism_advice(self) -> str | None:
+        """How to get more than one line computed at once, when the engine stays near one while we send more."""
+        measured = self.meter.measured
+        if measured is None or not self.meter.serial or self.settings.max_concurrency < 2:
+            return None
+        if self.is_ollama:
+            return ollama_advice(measured, self.settings.max_concurrency)
+        return engine_advice(measured, self.settings.max_concurrency)
+
+    def _observe(self, reply: ChatReply) -> None:
+        """Feed a call's reported timings to the meter; let the bound follow; advise once."""
+        stay = reply.stay()
+        if stay is None:
+            return  # the engine reports nothing: nothing measured, behaviour unchanged
+        self.meter.record(stay)
+        if self.settings.adapt_concurrency:
+            size = follow_engine(
+                self._limiter.capacity,
+                self.meter.measured,
+                self.meter.engine_bound,
+                self._slots,
+                self.settings.max_concurrency,
+            )
+            if size != self._limiter.capacity:
+                log.info(
+                    "%s computes about %s call(s) at once (%s sent): at most %d in flight now",
+                    self.name, self.meter.measured, self.meter.sent, size,
+                )  # fmt: skip
+                self._limiter.capacity = size
+        if not self._advised:
+            advice = self.parallelism_advice()
+            if advice is not None:
+                self._advised = True
+                log.warning("%s: %s", self.name, advice)
+
     async def chat(self, request: ChatRequest, on_send: Callable[[], None] | None = None) -> ChatReply:
         """One chat call: through the breaker (fails at once while it is open), under the backend's
         concurrency bound, with structured output while the server accepts it. `on_send` runs under the
@@ -122,8 +193,10 @@ class BackendBase:
         then says nothing about the backend)."""
         probe = await self.breaker.admit()
         verdict = False
+        arrived = time.perf_counter()
         try:
             async with self._limiter:
+                service_wait = time.perf_counter() - arrived
                 self.breaker.recheck(probe)
                 if on_send is not None:
                     on_send()
@@ -134,7 +207,15 @@ class BackendBase:
                     reply = await self._chat_structured(request)
                 finally:
                     self.metrics.in_flight.dec()
-                    self.metrics.backend_latency.observe(time.perf_counter() - started)
+                    answered = time.perf_counter()
+                    self.metrics.backend_latency.observe(answered - started)
+                reply = replace(
+                    reply,
+                    timings=replace(reply.timings or CallTimings(), service_wait=service_wait),
+                    sent_at=started,
+                    answered_at=answered,
+                )
+                self._observe(reply)
         except BackendCallError as exc:
             if verdict:
                 self.breaker.record(exc.kind, probe, str(exc))
@@ -178,6 +259,8 @@ class BackendBase:
             "structured_output": self.structured,
             "slots": self._slots,
             "concurrency": self.concurrency,
+            "measured_parallelism": self.meter.measured,
+            "sent_parallelism": self.meter.sent,
         }
 
 

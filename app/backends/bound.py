@@ -63,3 +63,21 @@ class Bound:
             if not waiter.done():
                 self._used += 1
                 waiter.set_result(None)
+
+
+def follow_engine(current: int, measured: float | None, engine_bound: bool, slots: int | None, maximum: int) -> int:
+    """The bound's size for an engine measured at `measured` calls at once.
+
+    Slots the engine states (llama-server's /props, an Ollama we started) are known: exactly those (capped by
+    the setting), as before. Otherwise, once measured: when the engine held calls back, measured + 1 (one call
+    waiting at the engine, ready when a slot frees; the rest wait here, where a cancelled line costs nothing
+    and a call's timeout measures the call); when it did not, one more than it computed, never less than now:
+    the probe upward that finds slots added to a running engine. Never above `maximum`, never below 1."""
+    if slots:
+        return max(1, min(maximum, slots))
+    if measured is None:
+        return current
+    target = round(measured) + 1
+    if not engine_bound:
+        target = max(current, target)
+    return max(1, min(maximum, target))

@@ -19,6 +19,7 @@ from app.backends.base import BackendBase, BackendKind, ChatReply, ChatRequest, 
 from app.backends.breaker import BreakerState
 from app.backends.http import JsonHttp, parse_object
 from app.backends.ollama_process import diagnose_unreachable, find_binary, ollama_serve_process
+from app.backends.timings import from_ollama
 from app.errors import BackendCallError, ErrorKind
 from app.metrics import Metrics
 from app.processes import ManagedProcess, ProcessFailed, ProcessState
@@ -198,9 +199,14 @@ class OllamaBackend(BackendBase):
             content=message.get("content") or "",
             thinking=thinking if isinstance(thinking, str) else "",
             finish_reason=reason if isinstance(reason, str) else None,
+            timings=from_ollama(body),
         )
 
     # --- status -------------------------------------------------------------------------------------------
+
+    @property
+    def is_ollama(self) -> bool:
+        return True
 
     def describe(self) -> dict[str, Any]:
         last = self.last

@@ -21,6 +21,7 @@ import pydantic
 
 from app.backends.base import BackendBase, BackendKind, ChatReply, ChatRequest, Readiness
 from app.backends.http import JsonHttp, retry_after, too_large
+from app.backends.timings import from_llama_server
 from app.errors import BackendCallError, ErrorKind, error_for_status
 from app.metrics import Metrics
 from app.settings import Settings
@@ -230,7 +231,13 @@ class OpenAICompatBackend(BackendBase):
             content=content if isinstance(content, str) else "",
             thinking=thinking if isinstance(thinking, str) else "",
             finish_reason=choice.finish_reason,
+            # llama-server's `timings` (an extra field the SDK keeps); others report nothing: None.
+            timings=from_llama_server((completion.model_extra or {}).get("timings")),
         )
+
+    @property
+    def is_ollama(self) -> bool:
+        return self.server == "ollama"
 
     def describe(self) -> dict[str, Any]:
         last = self.last

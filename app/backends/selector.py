@@ -489,5 +489,7 @@ class Selector:
             "max_concurrency": self.settings.max_concurrency,
             "backend_slots": backend.slots if backend else None,
             "effective_concurrency": backend.concurrency if backend else self.settings.max_concurrency,
+            "measured_parallelism": backend.measured_parallelism if backend else None,
+            "parallelism_advice": backend.parallelism_advice() if backend else None,
             "problem": None if choice is not None else problem,
         }

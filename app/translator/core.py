@@ -22,13 +22,15 @@ from typing import Any
 
 from app import langid
 from app.backends.base import BackendHandle, ChatRequest
+from app.backends.parallelism import Stay, parallelism
+from app.backends.timings import CallTimings
 from app.cache import CachedValue, ResultCache, cache_key
 from app.dubbing import Fitness, assess, better, length_budget
 from app.errors import BackendCallError, ErrorKind
 from app.languages import Language, UnknownLanguage, resolve_language
 from app.metrics import Metrics
 from app.prompt import ANSWER_SCHEMA, PROMPT_VERSION, Message, build_messages, glossary_for, reask_messages
-from app.schemas import ItemResult, Summary
+from app.schemas import ItemResult, Summary, Timings
 from app.settings import Settings
 from app.translator.answers import has_thinking, interpret, unsafe_text
 from app.translator.flights import Flight, Flights
@@ -37,6 +39,8 @@ from app.translator.retry import RetryPolicy
 log = logging.getLogger(__name__)
 
 SHUTTING_DOWN = "the service is shutting down"
+
+TIMING_PARTS = ("service_wait", "engine_wait", "load", "prompt", "generate")
 
 # (index in the request, result, items done so far, total)
 ResultCallback = Callable[[int, ItemResult, int, int], None]
@@ -66,6 +70,8 @@ class _Batch:
     total: int
     done: int = 0
     started: float = field(default_factory=time.monotonic)
+    # Each answered call's stay at the engine (when it reported its compute): the batch's engine_parallelism.
+    stays: list[Stay] = field(default_factory=list)
 
 
 @dataclass
@@ -77,6 +83,14 @@ class _Outcome:
     best_fitness: Fitness | None = None
     error: str | None = None
     error_kind: ErrorKind | None = None
+    # Seconds per part summed over the answered calls; a part stays absent until some call measured it.
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def add_timings(self, timings: CallTimings | None) -> None:
+        for part in TIMING_PARTS:
+            value = getattr(timings, part) if timings is not None else None
+            if value is not None:
+                self.timings[part] = self.timings.get(part, 0.0) + value
 
     def fail(self, kind: ErrorKind, error: str) -> None:
         self.error_kind, self.error = kind, error
@@ -167,6 +181,9 @@ class Translator:
             results[index] = result
             outcome = "cached" if result.cached else "succeeded" if result.success else "failed"
             self.metrics.tasks.labels(outcome).inc()
+            for part, seconds in result.timings.model_dump().items():
+                if seconds is not None:
+                    self.metrics.item_timings.labels(part).observe(seconds)
             batch.done += 1
             self._log_item(batch, result)
             if on_result is not None:
@@ -178,7 +195,7 @@ class Translator:
                 group.create_task(one(index, job))
         final = [r for r in results if r is not None]
         assert len(final) == len(jobs)
-        summary = summarize(final, time.monotonic() - batch.started)
+        summary = summarize(final, time.monotonic() - batch.started, parallelism(batch.stays))
         log.info(
             "done: %d tasks, %d succeeded, %d failed, %.2f s total, %.2f s per line",
             summary.total, summary.succeeded, summary.failed, summary.elapsed, summary.avg_per_task,
@@ -251,6 +268,7 @@ class Translator:
                 attempts=progress.attempts,
                 best=progress.best,
                 best_fitness=progress.best_fitness,
+                timings=dict(progress.timings),
             )
             outcome.fail(
                 ErrorKind.DEADLINE,
@@ -409,6 +427,10 @@ class Translator:
                 answer_schema=ANSWER_SCHEMA,
             )
             reply = await handle.backend.chat(request, on_send)
+            outcome.add_timings(reply.timings)
+            stay = reply.stay()
+            if stay is not None:
+                batch.stays.append(stay)
         except asyncio.CancelledError:
             if not call.cut:
                 raise  # the item's own bound, the request's deadline, a client gone: not ours to keep
@@ -478,7 +500,7 @@ class Translator:
         fit = outcome.best_fitness
         if outcome.best is None or fit is None:
             kind = outcome.error_kind or ErrorKind.INTERNAL
-            return _failed(job, kind, outcome.error or "no answer", started, outcome.attempts)
+            return _failed(job, kind, outcome.error or "no answer", started, outcome.attempts, outcome.timings)
         common = {
             "task_id": job.task_id,
             "source": job.source,
@@ -489,6 +511,7 @@ class Translator:
             "length_budget": fit.length_budget,
             "within_budget": fit.within_budget,
             "warnings": fit.warnings,
+            "timings": Timings(**_rounded(outcome.timings)),
         }
         if not fit.script_ok:
             # The editor dubs every non-empty translation: an answer that breaks a hard rule must not reach it.
@@ -499,7 +522,13 @@ class Translator:
         return ItemResult(translation=outcome.best, success=True, error=None, error_code=None, **common)
 
 
-def _failed(job: Job, kind: ErrorKind, error: str, started: float, attempts: int) -> ItemResult:
+def _rounded(timings: dict[str, float]) -> dict[str, float]:
+    return {part: round(seconds, 4) for part, seconds in timings.items()}
+
+
+def _failed(
+    job: Job, kind: ErrorKind, error: str, started: float, attempts: int, timings: dict[str, float] | None = None
+) -> ItemResult:
     return ItemResult(
         task_id=job.task_id,
         source=job.source,
@@ -509,6 +538,7 @@ def _failed(job: Job, kind: ErrorKind, error: str, started: float, attempts: int
         error=error,
         error_code=kind.value,
         attempts=attempts,
+        timings=Timings(**_rounded(timings or {})),
     )
 
 
@@ -526,7 +556,7 @@ def _from_cache(job: Job, hit: CachedValue, started: float) -> ItemResult:
     )
 
 
-def summarize(results: Sequence[ItemResult], elapsed: float) -> Summary:
+def summarize(results: Sequence[ItemResult], elapsed: float, engine_parallelism: float | None = None) -> Summary:
     succeeded = sum(1 for r in results if r.success)
     return Summary(
         total=len(results),
@@ -534,4 +564,5 @@ def summarize(results: Sequence[ItemResult], elapsed: float) -> Summary:
         failed=len(results) - succeeded,
         elapsed=round(elapsed, 3),
         avg_per_task=round(elapsed / len(results), 3) if results else 0.0,
+        engine_parallelism=None if engine_parallelism is None else round(engine_parallelism, 2),
     )
