@@ -280,6 +280,8 @@ def write_markdown(results: dict[str, Any], path: Path, chart: str) -> None:
     parts += _repeats_md(s["repeats"])
     if "litellm" in s:
         parts += _litellm_md(s["litellm"])
+    if "one_slot" in s:
+        parts += one_slot_md(s["one_slot"])
     if results.get("notes"):
         parts += ["## Run notes", "", *[f"- {n}" for n in results["notes"]], ""]
     path.write_text("\n".join(parts))
@@ -615,6 +617,66 @@ def write_litellm_markdown(results: dict[str, Any], path: Path) -> None:
         f"{results.get('other_load_pct', 0.0):.0f} % of all cores.",
         "",
         *_litellm_md(results["scenarios"]["litellm"]),
+    ]
+    path.write_text("\n".join(parts))
+
+
+def one_slot_ratios(sc: dict[str, Any]) -> list[str]:
+    """Before vs after, on the last (steady) batch of each."""
+    last = {r["contender"]: r for r in sc["rows"] if r["batch"] == max(x["batch"] for x in sc["rows"])}
+    before, after = (last[k] for k in sorted(last, key=lambda k: not k.startswith("before")))
+    return [
+        f"wall after / before: {after['wall_s'] / before['wall_s']:.2f}× ({after['wall_s']:.2f} s vs "
+        f"{before['wall_s']:.2f} s for {sc['n']} lines; the engine's compute alone is "
+        f"{sc['n'] * sc['latency_s']:.2f} s)",
+        f"per-line engine_wait p50: {after['engine_wait_p50_s']:.3f} s after vs {before['engine_wait_p50_s']:.3f} s "
+        f"before (max {after['engine_wait_max_s']:.3f} vs {before['engine_wait_max_s']:.3f} s)",
+        f"most calls at the engine at once: {after['max_at_engine']} after vs {before['max_at_engine']} before",
+    ]
+
+
+def one_slot_md(sc: dict[str, Any]) -> list[str]:
+    rows = [
+        f"| {r['contender']} | {r['batch']} | {r['wall_s']:.2f} s | {r['engine_wait_p50_s']:.3f} / "
+        f"{r['engine_wait_max_s']:.3f} s | {r['service_wait_p50_s']:.3f} s | {r['max_at_engine']} | "
+        f"{r['engine_parallelism']} | {r['measured_parallelism']} | {r['effective_concurrency']} | "
+        f"{'yes' if r['advice'] else 'no'} | {r['ok']}/{r['n']} |"
+        for r in sc["rows"]
+    ]
+    return [
+        f"### 7. An engine with one slot (issue 31; L = {sc['latency_s']} s per call, "
+        f"{sc['parallel_sent']} sent at once)",
+        "",
+        "A fake Ollama with OLLAMA_NUM_PARALLEL=1 (Ollama's default, the Windows tray app) and the service with "
+        "RETRANSLATE_MAX_CONCURRENCY=4: the fixed bound (RETRANSLATE_ADAPT_CONCURRENCY=false) vs the bound that "
+        "follows the engine. Each line's engine_wait is Ollama's total - load - prompt_eval - eval; 'at the engine' "
+        "is the fake's most requests at once (computing + queued inside it).",
+        "",
+        "| contender | batch | wall | engine_wait p50 / max | service_wait p50 | max at the engine | "
+        "engine_parallelism | measured | bound | advice | ok |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+        *rows,
+        "",
+        "Ratios measured in this run (last batch of each):",
+        "",
+        *[f"- {line}" for line in one_slot_ratios(sc)],
+        "",
+    ]
+
+
+def write_one_slot_markdown(results: dict[str, Any], path: Path) -> None:
+    """`run.py --only one_slot`: the machine and scenario 7."""
+    m = results["machine"]
+    parts = [
+        "# retranslate benchmarks: scenario 7 only",
+        "",
+        f"{results['mode']} run, {m['date']}, {results['duration_s']:.0f} s, commit {m['commit']}: `{m['argv']}`",
+        "",
+        f"{m['cpu_model']}, {m['logical_cores']} logical cores; load average at start "
+        f"{', '.join(str(x) for x in m['load_average_at_start'])}; other processes' CPU during the run "
+        f"{results.get('other_load_pct', 0.0):.0f} % of all cores.",
+        "",
+        *one_slot_md(results["scenarios"]["one_slot"]),
     ]
     path.write_text("\n".join(parts))
 

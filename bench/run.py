@@ -13,6 +13,10 @@ one host vs through the proxy to that host; (b) LiteLLM's Python `Router` in a s
 (bench/litellm_router.py, the same retries and bound) vs the service, at N = 100 and 1,000.
 `--only litellm` runs just that scenario (about 3 minutes; `--quick`: N = 100 only) and writes its tables
 to DIR/results.md and DIR/results.json, without the chart and targets.
+
+Scenario 7 (issue 31) runs a fake Ollama with one slot (OLLAMA_NUM_PARALLEL=1, its default) and two services
+sending P = 4 at once: the old fixed bound (RETRANSLATE_ADAPT_CONCURRENCY=false) and the bound that follows the
+engine; per batch: wall, each line's engine_wait, the most calls at the engine. `--only one_slot` runs just it.
 """
 
 from __future__ import annotations
@@ -36,7 +40,15 @@ from typing import Any
 import httpx
 import psutil
 from procs import FAKE_MODEL, ROOT, Fake, Managed, Processes, chat_bodies, count_calls
-from report import litellm_ratios, machine_info, targets, write_chart, write_litellm_markdown, write_markdown
+from report import (
+    litellm_ratios,
+    machine_info,
+    targets,
+    write_chart,
+    write_litellm_markdown,
+    write_markdown,
+    write_one_slot_markdown,
+)
 from tqdm import tqdm
 from workload import (
     ENGINE_LINES,
@@ -85,7 +97,10 @@ class Plan:
         sched = sum(3 if n <= self.sequential_max_n else 2 for n in self.sched_ns)
         overhead = 1 + 2 * self.overhead_reps + 2
         engine = 2 + len(ENGINE_CONTENDERS) * self.engine_runs
-        return 1 + sched + overhead + 2 + engine + (2 + self.cached_repeats + 2) + litellm_steps(self) + 1
+        return (
+            1 + sched + overhead + 2 + engine + (2 + self.cached_repeats + 2) + litellm_steps(self)
+            + one_slot_steps(self) + 1
+        )  # fmt: skip
 
 
 def litellm_steps(plan: Plan) -> int:
@@ -239,6 +254,58 @@ def scheduling(ctx: Context) -> dict[str, Any]:
             row["sequential"] = None
         rows.append(row)
     return {"latency_s": SCHED_LATENCY_S, "parallel": P, "rows": rows}
+
+
+# --- 7. an engine with one slot (issue 31) ---------------------------------------------------------------
+
+ONE_SLOT_LATENCY_S = 0.2  # one call's compute at the engine
+ONE_SLOT_BATCHES = 3  # the first teaches the service what the engine serves
+ONE_SLOT_CONTENDERS = {"before (fixed bound)": "false", "after (follows the engine)": "true"}
+
+
+def one_slot_steps(plan: Plan) -> int:
+    return 1 + len(ONE_SLOT_CONTENDERS) * (1 + ONE_SLOT_BATCHES)
+
+
+def one_slot(ctx: Context) -> dict[str, Any]:
+    """An Ollama with OLLAMA_NUM_PARALLEL=1 (the default) and the service sending P = 4 at once: the old fixed
+    bound against the bound that follows the engine. Per batch: wall, each line's engine_wait (from Ollama's
+    durations), the most calls at the engine at once (computing + queued inside it), the advice on /health."""
+    n = 16 if ctx.plan.quick else 40
+    with ctx.progress.step("7 one slot: start the engine"):
+        fake = Fake(ctx.procs.fake_ollama({"latency_s": ONE_SLOT_LATENCY_S, "parallel": 1}))
+    rows: list[dict[str, Any]] = []
+    for name, adapt in ONE_SLOT_CONTENDERS.items():
+        with ctx.progress.step(f"7 one slot: start {name}"):
+            settings = {**fake_settings(fake), "RETRANSLATE_ADAPT_CONCURRENCY": adapt}
+            service = ctx.procs.service(f"one-slot-{adapt}", settings)
+        for batch in range(1, ONE_SLOT_BATCHES + 1):
+            with ctx.progress.step(f"7 one slot: {name}, batch {batch}"):
+                fake.reset()
+                tasks = make_tasks(make_lines(n, seed=700 + batch), prefix=f"s{batch}-")
+                started = time.perf_counter()
+                response = httpx.post(f"{service.url}/retranslate", json={"tasks": tasks}, timeout=600)
+                wall = time.perf_counter() - started
+                response.raise_for_status()
+                body = response.json()
+                stats = fake.stats()
+                health = httpx.get(f"{service.url}/health", timeout=30).json()
+                timings = [r["timings"] for r in body["results"]]
+                waits = [t["engine_wait"] for t in timings if t["engine_wait"] is not None]
+                rows.append({
+                    "contender": name, "batch": batch, "n": n, "wall_s": wall,
+                    "ok": body["summary"]["succeeded"], "failed": body["summary"]["failed"],
+                    "engine_wait_p50_s": median(waits), "engine_wait_max_s": max(waits, default=float("nan")),
+                    "service_wait_p50_s": median([t["service_wait"] or 0.0 for t in timings]),
+                    "max_at_engine": stats["max_in_flight"], "max_queued_in_engine": stats["max_waiting"],
+                    "engine_parallelism": body["summary"]["engine_parallelism"],
+                    "measured_parallelism": health["measured_parallelism"],
+                    "effective_concurrency": health["effective_concurrency"],
+                    "advice": health["parallelism_advice"],
+                })  # fmt: skip
+        ctx.procs.stop(service)
+    ctx.procs.stop(fake.managed)
+    return {"latency_s": ONE_SLOT_LATENCY_S, "parallel_sent": P, "n": n, "rows": rows}
 
 
 # --- 2. overhead -------------------------------------------------------------------------------------------
@@ -787,7 +854,8 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 def run_all(plan: Plan, out: Path, only: str | None = None) -> dict[str, Any]:
     procs = Processes(out / "logs")
-    progress = Progress(plan.steps() if only is None else 1 + litellm_steps(plan) + 1)
+    only_steps = one_slot_steps(plan) if only == "one_slot" else litellm_steps(plan)
+    progress = Progress(plan.steps() if only is None else 1 + only_steps + 1)
     started = time.time()
     try:
         with progress.step("start the fake Ollama and the service"):
@@ -811,6 +879,7 @@ def run_all(plan: Plan, out: Path, only: str | None = None) -> dict[str, Any]:
             ("engine", engine),
             ("repeats", repeats),
             ("litellm", litellm_scenario),
+            ("one_slot", one_slot),
         ):
             if only is not None and name != only:
                 continue
@@ -829,8 +898,10 @@ def run_all(plan: Plan, out: Path, only: str | None = None) -> dict[str, Any]:
             if only is None:
                 write_chart(results, out / "results.png")
                 write_markdown(results, out / "results.md", chart="results.png")
-            else:
+            elif only == "litellm":
                 write_litellm_markdown(results, out / "results.md")
+            else:
+                write_one_slot_markdown(results, out / "results.md")
         return results
     finally:
         progress.close()
@@ -841,7 +912,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller workloads, about a minute")
     parser.add_argument("--out", type=Path, default=Path("bench/out"), help="output directory (default: bench/out)")
-    parser.add_argument("--only", choices=["litellm"], help="run only this scenario (6: LiteLLM, issue 23)")
+    parser.add_argument(
+        "--only",
+        choices=["litellm", "one_slot"],
+        help="run only this scenario (6: LiteLLM, issue 23; 7: an engine with one slot, issue 31)",
+    )
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _on_sigterm)
     # Ctrl-C even when started from a shell that ignores SIGINT for background jobs.

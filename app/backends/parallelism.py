@@ -30,9 +30,20 @@ class Stay:
     compute: float
 
 
+def _spans(stays: Iterable[Stay]) -> list[tuple[float, float]]:
+    """The stays' intervals, cut at the earliest compute start among them: before it, the first calls of a
+    window were waiting while the engine computed calls older than the window (whose compute is not counted);
+    that time would read as idle."""
+    stays = list(stays)
+    if not stays:
+        return []
+    origin = min(s.end - s.compute for s in stays)
+    return sorted((max(s.end - s.at_engine, origin), s.end) for s in stays)
+
+
 def busy_time(stays: Iterable[Stay]) -> float:
     """The length of the union of the stays' intervals: the time the engine had work."""
-    spans = sorted((s.end - s.at_engine, s.end) for s in stays)
+    spans = _spans(stays)
     total = 0.0
     start = end = None
     for a, b in spans:
@@ -76,7 +87,7 @@ class ParallelismMeter:
         if busy <= 0:
             return None
         compute = sum(s.compute for s in self._stays)
-        sent = sum(s.at_engine for s in self._stays)
+        sent = sum(end - start for start, end in _spans(self._stays))
         return compute / busy, sent / busy
 
     @property
