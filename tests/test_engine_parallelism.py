@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -181,3 +182,12 @@ def test_what_the_engine_does_not_report_is_null_and_the_bound_stays(
     finally:
         service.stop()
         engine.configure(durations=True, v1_timings=False)
+
+
+def test_stream_lines_carry_the_timings(engine: FakeOllama, service: ServiceServer) -> None:
+    engine.configure(parallel=1)
+    with httpx.stream("POST", f"{service.url}/retranslate/stream", json=tasks("s"), timeout=120) as response:
+        lines = [json.loads(line) for line in response.iter_lines() if line]
+    *items, last = lines
+    assert_timings_add_up(items)
+    assert 0.7 <= last["summary"]["engine_parallelism"] <= 1.3, last

@@ -72,15 +72,20 @@ class ParallelismMeter:
 
     def __init__(self, window: int) -> None:
         self._stays: deque[Stay] = deque(maxlen=max(MIN_CALLS, window))
+        self._last: tuple[float, float] | None = None
 
     def record(self, stay: Stay) -> None:
         self._stays.append(stay)
+        self._last = self._measure()  # once per call: every reader below gets it for free
 
     @property
     def calls(self) -> int:
         return len(self._stays)
 
     def _ratios(self) -> tuple[float, float] | None:
+        return self._last
+
+    def _measure(self) -> tuple[float, float] | None:
         if len(self._stays) < MIN_CALLS:
             return None
         busy = busy_time(self._stays)
