@@ -604,11 +604,11 @@ def _litellm_md(sc: dict[str, Any]) -> list[str]:
     ]
 
 
-def write_litellm_markdown(results: dict[str, Any], path: Path) -> None:
-    """`run.py --only litellm`: the machine and scenario 6."""
+def write_only_markdown(results: dict[str, Any], path: Path, title: str, section: list[str]) -> None:
+    """`run.py --only ...`: the machine and that one scenario's section."""
     m = results["machine"]
     parts = [
-        "# retranslate benchmarks: scenario 6 only",
+        f"# retranslate benchmarks: {title} only",
         "",
         f"{results['mode']} run, {m['date']}, {results['duration_s']:.0f} s, commit {m['commit']}: `{m['argv']}`",
         "",
@@ -616,9 +616,14 @@ def write_litellm_markdown(results: dict[str, Any], path: Path) -> None:
         f"at start {', '.join(str(x) for x in m['load_average_at_start'])}; other processes' CPU during the run "
         f"{results.get('other_load_pct', 0.0):.0f} % of all cores.",
         "",
-        *_litellm_md(results["scenarios"]["litellm"]),
+        *section,
     ]
     path.write_text("\n".join(parts))
+
+
+def write_litellm_markdown(results: dict[str, Any], path: Path) -> None:
+    """`run.py --only litellm`: the machine and scenario 6."""
+    write_only_markdown(results, path, "scenario 6", _litellm_md(results["scenarios"]["litellm"]))
 
 
 def one_slot_ratios(sc: dict[str, Any]) -> list[str]:
@@ -666,19 +671,7 @@ def one_slot_md(sc: dict[str, Any]) -> list[str]:
 
 def write_one_slot_markdown(results: dict[str, Any], path: Path) -> None:
     """`run.py --only one_slot`: the machine and scenario 7."""
-    m = results["machine"]
-    parts = [
-        "# retranslate benchmarks: scenario 7 only",
-        "",
-        f"{results['mode']} run, {m['date']}, {results['duration_s']:.0f} s, commit {m['commit']}: `{m['argv']}`",
-        "",
-        f"{m['cpu_model']}, {m['logical_cores']} logical cores; load average at start "
-        f"{', '.join(str(x) for x in m['load_average_at_start'])}; other processes' CPU during the run "
-        f"{results.get('other_load_pct', 0.0):.0f} % of all cores.",
-        "",
-        *one_slot_md(results["scenarios"]["one_slot"]),
-    ]
-    path.write_text("\n".join(parts))
+    write_only_markdown(results, path, "scenario 7", one_slot_md(results["scenarios"]["one_slot"]))
 
 
 # --- chart ------------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from typing import Any, Literal, Protocol
 
 from app.backends.bound import Bound, follow_engine
 from app.backends.breaker import Breaker
-from app.backends.parallelism import ParallelismMeter, Stay, engine_advice, ollama_advice
+from app.backends.parallelism import ParallelismMeter, Stay, advice
 from app.backends.timings import CallTimings
 from app.errors import BackendCallError, ErrorKind
 from app.metrics import Metrics
@@ -156,9 +156,7 @@ class BackendBase:
         measured = self.meter.measured
         if measured is None or not self.meter.serial or self.settings.max_concurrency < 2:
             return None
-        if self.is_ollama:
-            return ollama_advice(measured, self.settings.max_concurrency)
-        return engine_advice(measured, self.settings.max_concurrency)
+        return advice(measured, self.settings.max_concurrency, ollama=self.is_ollama)
 
     def _observe(self, reply: ChatReply) -> None:
         """Feed a call's reported timings to the meter; let the bound follow; advise once."""
@@ -181,10 +179,10 @@ class BackendBase:
                 )  # fmt: skip
                 self._limiter.capacity = size
         if not self._advised:
-            advice = self.parallelism_advice()
-            if advice is not None:
+            text = self.parallelism_advice()
+            if text is not None:
                 self._advised = True
-                log.warning("%s: %s", self.name, advice)
+                log.warning("%s: %s", self.name, text)
 
     async def chat(self, request: ChatRequest, on_send: Callable[[], None] | None = None) -> ChatReply:
         """One chat call: through the breaker (fails at once while it is open), under the backend's

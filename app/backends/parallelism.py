@@ -120,13 +120,23 @@ class ParallelismMeter:
         return measured is not None and measured <= NEAR_ONE and self.engine_bound
 
 
-def ollama_advice(measured: float, max_concurrency: int) -> str:
-    """What a user of an Ollama they started themselves reads on /health (and once in the log)."""
-    n = max_concurrency
+def advice(measured: float, n: int, *, ollama: bool) -> str:
+    """What the user reads on /health (and once in the log) when the engine stays near one call at a time
+    while the service sends up to `n` (RETRANSLATE_MAX_CONCURRENCY)."""
+    finding = (
+        f"{'Ollama' if ollama else 'The engine'} computes about {measured:g} request at a time (measured) while "
+        f"this service sends up to {n} (RETRANSLATE_MAX_CONCURRENCY): the other lines queue inside "
+        f"{'Ollama' if ollama else 'it'}"
+    )
+    if not ollama:
+        return (
+            f"{finding}. Fix: give it {n} parallel slots (llama-server: `-np {n}`, with `-c` large enough for {n} x "
+            f"the context per slot; vLLM and others: their own concurrency setting), or set "
+            f"RETRANSLATE_MAX_CONCURRENCY to what it serves."
+        )
     return (
-        f"Ollama computes about {measured:g} request at a time (measured) while this service sends up to {n} "
-        f"(RETRANSLATE_MAX_CONCURRENCY): the other lines queue inside Ollama and a batch takes as long as one line "
-        f"after another. Fix: set OLLAMA_NUM_PARALLEL={n} where Ollama runs, then restart Ollama. "
+        f"{finding} and a batch takes as long as one line after another. "
+        f"Fix: set OLLAMA_NUM_PARALLEL={n} where Ollama runs, then restart Ollama. "
         f"Windows: quit Ollama from its tray icon (right-click > Quit Ollama), open 'Edit environment variables "
         f"for your account' (Start menu search), add the user variable OLLAMA_NUM_PARALLEL with the value {n}, "
         f"click OK, then start Ollama again from the Start menu. Linux (systemd): `sudo systemctl edit ollama`, "
@@ -136,15 +146,4 @@ def ollama_advice(measured: float, max_concurrency: int) -> str:
         f"context memory grows with parallel x context ({n} x the context length): if the GPU runs out of memory, "
         f"choose a smaller value and set RETRANSLATE_MAX_CONCURRENCY to the same. This service finds the new "
         f"slots by itself within a few batches; it needs no restart."
-    )
-
-
-def engine_advice(measured: float, max_concurrency: int) -> str:
-    """The same finding for an engine that is not Ollama."""
-    n = max_concurrency
-    return (
-        f"The engine computes about {measured:g} request at a time (measured) while this service sends up to {n} "
-        f"(RETRANSLATE_MAX_CONCURRENCY): the other lines queue inside it. Fix: give it {n} parallel slots "
-        f"(llama-server: `-np {n}`, with `-c` large enough for {n} x the context per slot; vLLM and others: their "
-        f"own concurrency setting), or set RETRANSLATE_MAX_CONCURRENCY to what it serves."
     )

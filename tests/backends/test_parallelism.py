@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from app.backends.bound import follow_engine
-from app.backends.parallelism import ParallelismMeter, Stay, busy_time, parallelism
+from app.backends.parallelism import ParallelismMeter, Stay, advice, busy_time, parallelism
 
 
 def serial(n: int, compute: float = 1.0, queued: int = 1) -> list[Stay]:
@@ -88,3 +90,9 @@ def test_follow_engine(
     current: int, measured: float | None, engine_bound: bool, slots: int | None, expected: int
 ) -> None:
     assert follow_engine(current, measured, engine_bound, slots, maximum=4 if current <= 4 else 8) == expected
+
+
+def test_why_slow_quotes_the_advice_a_windows_user_reads() -> None:
+    page = (Path(__file__).parents[2] / "docs" / "why-slow.md").read_text(encoding="utf-8")
+    quoted = " ".join(line[2:] for line in page.splitlines() if line.startswith("> "))
+    assert quoted == advice(1.0, 4, ollama=True)
