@@ -276,6 +276,22 @@ def one_line(text: Any, limit: int) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
+TIMING_PARTS = ("service_wait", "engine_wait", "load", "prompt", "generate")
+
+
+def timing_note(timings: Any) -> str:
+    """`; service_wait 0.31s, engine_wait 1.20s, ...` for a progress line: the parts of the item's time that
+    were measured (docs/why-slow.md); nothing when none was (a cached item, an engine that reports none)."""
+    if not isinstance(timings, dict):
+        return ""
+    parts = [
+        f"{part} {float(timings[part]):.2f}s"
+        for part in TIMING_PARTS
+        if isinstance(timings.get(part), (int, float)) and not isinstance(timings.get(part), bool)
+    ]
+    return "; " + ", ".join(parts) if parts else ""
+
+
 def upstream_item(result: Item) -> Item:
     """The old script's item shape; a failed item has `translation: null`, never the source."""
     success = bool(result.get("success"))
@@ -377,7 +393,8 @@ class Batch:
             outcome = f"✓ {task_id}: {source} -> {one_line(item['translation'], MAX_PROGRESS_CHARS)}"
         else:
             outcome = f"✗ {task_id}: {source}: {one_line(item['error'], MAX_PROGRESS_CHARS)}"
-        emit(f"[{self.done}/{self.total}] {outcome} ({float(item['elapsed'] or 0):.2f}s)")
+        note = timing_note(result.get("timings"))
+        emit(f"[{self.done}/{self.total}] {outcome} ({float(item['elapsed'] or 0):.2f}s{note})")
 
     def fail_pending(self, error: str, code: str, report: bool) -> None:
         """Every valid task still without a result fails with `error`; `report` prints their progress lines

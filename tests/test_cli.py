@@ -174,8 +174,10 @@ def test_live_caller_gets_every_translation(fake_clean: FakeOllama, tmp_path: Pa
         }
     # Progress as the old script printed it, a summary, the model and why, then the two markers.
     text = lines_of(output)
-    progress = [line for line in text if re.match(r"^\[\d+/4\] ✓ retrans-\d+: .+ -> .+ \(\d+\.\d\ds\)$", line)]
+    progress = [line for line in text if re.match(r"^\[\d+/4\] ✓ retrans-\d+: .+ -> .+ \(\d+\.\d\ds(; .+)?\)$", line)]
     assert len(progress) == 4
+    # ... with where each line's time went (the fake reports Ollama's durations)
+    assert all(re.search(r"; service_wait \d+\.\d\ds, engine_wait \d+\.\d\ds, load ", line) for line in progress)
     assert any(line.startswith("总计: 4 个任务") for line in text)
     model_line = next(line for line in text if line.startswith("model: "))
     # The config names no model: the service's choice, the first installed of the preference list.
