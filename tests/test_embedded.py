@@ -87,6 +87,13 @@ def test_lines_come_back_translated_by_the_real_engine(engine_service: ServiceSe
         if not r["success"]:
             assert r["translation"] is None
             assert r["error"]
+    # llama-server reports its compute (timings.prompt_ms, predicted_ms), not its queue nor a load.
+    for r in results:
+        timings = r["timings"]
+        assert timings["prompt"] is not None, r
+        assert timings["generate"] is not None, r
+        assert (timings["engine_wait"], timings["load"]) == (None, None), r
+    assert body["summary"]["engine_parallelism"] is not None
 
 
 def test_requests_really_overlap_on_the_server(engine_service: ServiceServer) -> None:

@@ -109,7 +109,9 @@ def test_service_up_live_caller(service: ServiceServer, fake_clean: FakeOllama, 
     ]
     assert_list_is_last(output, results)
     assert results_block_parse(output) == results
-    assert len(re.findall(r"^\[\d/4\] ✓ retrans-\d+: .+ -> .+ \(\d+\.\d\ds\)$", output, re.MULTILINE)) == 4
+    # progress lines, each with where its time went (the service's timings, via the service)
+    progress = r"^\[\d/4\] ✓ retrans-\d+: .+ -> .+ \(\d+\.\d\ds; service_wait .+\)$"
+    assert len(re.findall(progress, output, re.MULTILINE)) == 4
     assert any(line.startswith("总计: 4 个任务") for line in lines_of(output))
     assert "qwen3:4b-instruct-2507-q4_K_M" in model_line(output)
     chat_models = {r["body"]["model"] for r in fake_clean.stats()["requests"] if r["path"] == "/api/chat"}
