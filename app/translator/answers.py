@@ -18,7 +18,8 @@ from app.backends.base import ChatReply
 from app.editor_protocol import RECOMMENDED_MODEL
 from app.errors import BackendCallError, ErrorKind
 from app.languages import Language
-from app.prompt import UnusableAnswer, copies_example, echoes_prompt, parse_answer, strip_thinking
+from app.dubbing import Fitness, assess
+from app.prompt import UnusableAnswer, _clean, copies_example, echoes_prompt, parse_answer, strip_thinking
 
 # Lone surrogates, control characters, private-use characters, unassigned code points, and the invisible
 # direction controls that can reorder what a subtitle shows.
@@ -90,3 +91,50 @@ def interpret(reply: ChatReply, *, model: str, max_tokens: int, max_chars: int, 
     if echoes_prompt(text, source, lang):
         raise unusable("the model answered with our own instructions instead of a translation")
     return Answer(text)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The one decision on a text offered as a line's translation (a fresh answer or a cached value).
+
+    `check` names the first check that refused it (None: accepted); `kind` is UNUSABLE_OUTPUT for a text
+    that is no translation at all, RULE_VIOLATION for one that breaks a language rule (worth a re-ask).
+    `text` is the text as it may be handed on (normalised); `fitness` is None when the text never got
+    as far as the language rules.
+    """
+
+    text: str
+    check: str | None
+    kind: ErrorKind | None
+    message: str
+    fitness: Fitness | None
+
+    @property
+    def accepted(self) -> bool:
+        return self.check is None
+
+
+def judge(source: str, lang: Language, answer: str, budget: int | None, *, max_chars: int = 1000) -> Verdict:
+    """Accept or refuse `answer` as the translation of `source` into `lang` under `budget`. Pure.
+
+    Every text that may become a translation passes here: a model's parsed answer (`interpret`) and a
+    value read back from the cache (the translator's cache read).
+    """
+    try:
+        text = check_text(answer, max_chars=max_chars)
+    except BackendCallError as exc:
+        return Verdict(answer, "unsafe_text", ErrorKind.UNUSABLE_OUTPUT, str(exc), None)
+    try:
+        text = _clean(text)
+    except UnusableAnswer as exc:
+        return Verdict(answer, "placeholder", ErrorKind.UNUSABLE_OUTPUT, str(exc), None)
+    if copies_example(text, source, lang):
+        message = f"the model repeated the prompt's example answer {text!r}"
+        return Verdict(text, "few_shot_copy", ErrorKind.UNUSABLE_OUTPUT, message, None)
+    if echoes_prompt(text, source, lang):
+        message = "the model answered with our own instructions instead of a translation"
+        return Verdict(text, "prompt_echo", ErrorKind.UNUSABLE_OUTPUT, message, None)
+    fitness = assess(text, source, lang, budget)
+    if fitness.hard_failures:
+        return Verdict(text, fitness.hard_failures[0], ErrorKind.RULE_VIOLATION, fitness.reasons(lang), fitness)
+    return Verdict(text, None, None, "", fitness)
