@@ -63,10 +63,16 @@ def main(argv: list[str]) -> int:
         for check in sorted({k for k, _ in counts}):
             row = [counts[(check, c)] for c in codes]
             print(f"| `{check}` | {title} | " + " | ".join(str(n) for n in row) + f" | {sum(row)} |")
-    print(f"| all | false rejections | " + " | ".join(
-        str(sum(v for (k, c), v in false_rej.items() if c == code)) for code in codes) + f" | {sum(false_rej.values())} |")
-    print(f"| all | false acceptances | " + " | ".join(
-        str(sum(v for (k, c), v in false_acc.items() if c == code)) for code in codes) + f" | {sum(false_acc.values())} |")
+    print(
+        "| all | false rejections | "
+        + " | ".join(str(sum(v for (k, c), v in false_rej.items() if c == code)) for code in codes)
+        + f" | {sum(false_rej.values())} |"
+    )
+    print(
+        "| all | false acceptances | "
+        + " | ".join(str(sum(v for (k, c), v in false_acc.items() if c == code)) for code in codes)
+        + f" | {sum(false_acc.values())} |"
+    )
     if "--cases" in argv:
         print()
         print("\n".join(wrong))
