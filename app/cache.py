@@ -66,11 +66,21 @@ class ResultCache:
         except (sqlite3.Error, OSError) as exc:
             log.warning("cache file %s is unusable (%s): carrying on with the in-memory cache only", self._path, exc)
             return
+        unreadable = []
         for key, value in reversed(rows):
             try:
-                self._memory[key] = json.loads(value)
-            except ValueError:
-                continue
+                loaded = json.loads(value)
+            except (TypeError, ValueError):
+                loaded = None
+            if isinstance(loaded, dict):
+                self._memory[key] = loaded
+            else:  # bad JSON, or JSON that is no result (a list, a string): never served, so dropped
+                unreadable.append((key,))
+        if unreadable:
+            log.warning("cache file %s: dropping %d unreadable row(s)", self._path, len(unreadable))
+            with contextlib.suppress(sqlite3.Error):
+                db.executemany("DELETE FROM results WHERE key = ?", unreadable)
+                db.commit()
         self._db = db
         log.info("cache: %s (%d results loaded)", self._path, len(rows))
 

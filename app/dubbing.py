@@ -75,9 +75,34 @@ _SCRIPT_OTHER = regex.compile(
     r"[^\p{Script=Common}\p{Script=Inherited}\p{Script=Latin}\p{Script=Han}\p{Script=Hangul}"
     r"\p{Script=Hiragana}\p{Script=Katakana}]"
 )
-# A Japanese line of kanji only is fine when it is this short (大丈夫, 了解, 本当); longer, it is Chinese
-# (a four-character Chinese phrase is the commonest wrong answer).
-MAX_KANJI_ONLY = 3
+# Chinese in a Japanese answer, told by its forms rather than its length (東京大学, 一石二鳥, 本日休業 are
+# Japanese; 东京大学, 今天休息 are not):
+# - a simplified form Japanese never writes: a CJK Unified ideograph outside JIS X 0213, the full
+#   Japanese character set (东 们 这 爱 鸟 见 ...; the Japanese forms 東 愛 鳥 見 are in it);
+# - a character that only Chinese writes, although JIS has it (sentence particles, 你, 她, 么);
+# - a word only Chinese uses (今天, 没有, 什么 ...), all of whose characters Japanese also has;
+# - an all-kanji answer equal to the Chinese source that holds a Chinese pronoun or adverb (我不想去学校);
+#   one without them is written the same in both languages (北京大学, 学生, 了解).
+_CHINESE_ONLY_CHARS = frozenset("吧呢吗嘛啦呀你她么")
+_CHINESE_ONLY_WORDS = regex.compile(
+    "今天|明天|昨天|什么|怎么|为什么|没有|我们|你们|他们|这个|那个|这里|那里|哪里|知道|喜欢|可以|现在|已经|因为|"
+    "所以|但是|如果|一起|一下|觉得|东西|不是|是的"
+)
+_CHINESE_GRAMMAR = frozenset("我他这那没很也就")
+_UNIFIED = regex.compile(r"[\u4e00-\u9fff]")
+# An answer with no letters at all (punctuation, a number) is a translation only of a line with nothing
+# more to say: at most this many ideographs that are not numerals (四十二号 → "42" is right, "42" for
+# 我们明天早上见 is not).
+MAX_WORDLESS_IDEOGRAPHS = 1
+_NUMERALS = frozenset("零〇一二三四五六七八九十百千万亿两")
+_LETTER = regex.compile(r"\p{L}")
+# Markup a subtitle line may carry (HTML-like tags, ASS override blocks) and JSON: an answer may hold one
+# only when its source does (the editor would dub the tag or the JSON).
+_MARKUP = {
+    "a tag": regex.compile(r"<\s*/?\s*[A-Za-z!][^<>]*>"),
+    "an ASS override block": regex.compile(r"\{\\[^{}]*\}"),
+    "JSON": regex.compile(r"[{\[]\s*\"|\"\s*:\s*[\"{\[\d]"),
+}
 # Latin tokens in a Korean or Japanese line (names, OK, TV): at most this many words, or fewer Latin
 # letters than Korean/Japanese ones.
 MAX_LATIN_WORDS = 2
@@ -107,9 +132,10 @@ RULES: dict[str, Rule] = {
              "the Korean answer contains Japanese kana", "It contains Japanese kana. Write it in Hangul only."),
         Rule("no_japanese", "ja", "neither kana nor kanji (Latin letters or symbols only)", True,
              "the Japanese answer is not written in Japanese", "It is not Japanese. Write it in Japanese, with kana."),
-        Rule("not_japanese", "ja", f"kanji without any kana, more than {MAX_KANJI_ONLY} of them (a short all-kanji "
-             "line such as 大丈夫 is fine)", True,
-             "the answer has Chinese characters but no kana: it is Chinese, not Japanese",
+        Rule("not_japanese", "ja", "Chinese forms: a simplified character Japanese never writes (outside JIS X 0213, "
+             "e.g. 东 们 这), a Chinese-only particle or word (吧 呢 你 今天 没有 ...), or the source repeated in "
+             "kanji with a Chinese pronoun or adverb; kanji-only Japanese (東京大学, 本日休業) is fine", True,
+             "the answer is Chinese, not Japanese",
              "It is Chinese, not Japanese. Write natural Japanese with kana."),
         Rule("hangul_in_japanese", "ja", "any Hangul", True,
              "the Japanese answer contains Korean Hangul", "It contains Korean Hangul. Write it in Japanese."),
@@ -127,9 +153,16 @@ RULES: dict[str, Rule] = {
              f"restricted to these five, gives to another of them with probability ≥ {langid.MIN_PROBABILITY}",
              True, "the answer is in {detected}, not {language}",
              "It is written in {detected}, not {language}. Write it in {language}."),
-        Rule("untranslated", "all", "the Chinese source repeated (letters and digits compared)", True,
-             "the answer repeats the Chinese source untranslated",
+        Rule("untranslated", "ko, en, fr, de, es, id", "a source with Chinese ideographs repeated (letters and "
+             "digits compared); a source without them (a name, a number, OK) may rightly come back as it is",
+             True, "the answer repeats the Chinese source untranslated",
              "It repeats the Chinese line instead of translating it. Translate it."),
+        Rule("no_content", "all", f"no letter at all (punctuation, a number) for a source with more than "
+             f"{MAX_WORDLESS_IDEOGRAPHS} ideograph that is not a numeral", True,
+             "the answer has no words, but the line does", "It has no words. Translate the whole line."),
+        Rule("markup", "all", "an HTML-like tag, an ASS override block or JSON that the source does not have",
+             True, "the answer holds {markup}, which the source line does not have",
+             "It contains {markup}. Answer with the translated line only, as plain text."),
         Rule("over_budget", "all", "longer than the line's budget in the editor's own unit", False,
              "the answer is longer than its budget", "Make it shorter."),
         Rule("kanji_in_japanese", "ja", "any kanji (the prompt asks for kana)", False,
@@ -203,21 +236,28 @@ def rule_failures(answer: str, source: str, lang: Language) -> tuple[list[str], 
     latin_words = _SCRIPT_LATIN_WORD.findall(answer)
     latin = sum(len(word) for word in latin_words)
     other = _SCRIPT_OTHER.findall(answer)
+    source_han = bool(_SCRIPT_HAN.search(source))
+    normalised = _normalise(answer)
+    # A line without Chinese (a name, a number, OK) kept as it is: no script is required of it.
+    kept = not source_han and normalised == _normalise(source)
+    lettered = bool(_LETTER.search(answer))
     if lang.code == "ko":
         if han:
             failures.append("hanzi_in_korean")
         if kana:
             failures.append("kana_in_korean")
         if not hangul:
-            failures.append("no_hangul")
+            if lettered and not kept:
+                failures.append("no_hangul")
         elif len(latin_words) > MAX_LATIN_WORDS and latin > hangul:
             failures.append("mostly_latin")
     elif lang.code == "ja":
         if hangul:
             failures.append("hangul_in_japanese")
         if not kana and not han:
-            failures.append("no_japanese")
-        elif not kana and han > MAX_KANJI_ONLY:
+            if lettered and not kept:
+                failures.append("no_japanese")
+        elif chinese_in_japanese(answer, source):
             failures.append("not_japanese")
         elif len(latin_words) > MAX_LATIN_WORDS and latin > kana + han:
             failures.append("mostly_latin")
@@ -227,14 +267,45 @@ def rule_failures(answer: str, source: str, lang: Language) -> tuple[list[str], 
         failures.append("other_script")
         details["scripts"] = _script_names(other)
     if lang.latin and not failures:
-        wrong = langid.wrong_language(answer, lang.code)
+        # English writes loanwords with their accents (déjà vu, café), which the identifier reads as French.
+        judged = _strip_marks(answer) if lang.code == "en" else answer
+        wrong = langid.wrong_language(judged, lang.code)
         if wrong is not None:
             failures.append("wrong_language")
             details["detected"] = _language_name(wrong[0])
-    normalised = _normalise(answer)
-    if normalised and normalised == _normalise(source):
+    if source_han and lang.code != "ja" and normalised and normalised == _normalise(source):
         failures.append("untranslated")
+    if not lettered and _content_ideographs(source) > MAX_WORDLESS_IDEOGRAPHS:
+        failures.append("no_content")
+    for name, pattern in _MARKUP.items():
+        if pattern.search(answer) and not pattern.search(source):
+            failures.append("markup")
+            details["markup"] = name
+            break
     return failures, details
+
+
+def chinese_in_japanese(answer: str, source: str) -> bool:
+    """Whether a Japanese answer is (partly) Chinese: see _CHINESE_ONLY_CHARS and its neighbours."""
+    for ch in _UNIFIED.findall(answer):
+        if ch in _CHINESE_ONLY_CHARS:
+            return True
+        try:
+            ch.encode("euc_jis_2004")
+        except UnicodeEncodeError:
+            return True
+    if _CHINESE_ONLY_WORDS.search(answer):
+        return True
+    kanji_only = not _SCRIPT_KANA.search(answer)
+    return kanji_only and _normalise(answer) == _normalise(source) and bool(_CHINESE_GRAMMAR & set(answer))
+
+
+def _content_ideographs(source: str) -> int:
+    return sum(1 for ch in _SCRIPT_HAN.findall(source) if ch not in _NUMERALS)
+
+
+def _strip_marks(text: str) -> str:
+    return "".join(ch for ch in unicodedata.normalize("NFD", text) if not unicodedata.combining(ch))
 
 
 def _language_name(code: str) -> str:

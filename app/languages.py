@@ -23,8 +23,8 @@ class Language:
     # The script rule, as told to the model.
     script_rule: str
     latin: bool
-    # Two short, colloquial example answers for the few-shot turns (see app.prompt.FEW_SHOT_SOURCES).
-    examples: tuple[str, str] = ("", "")
+    # Colloquial example answers for the few-shot turns, one per line of app.prompt.FEW_SHOT_SOURCES.
+    examples: tuple[str, ...] = ()
 
 
 LANGUAGES: tuple[Language, ...] = (
@@ -35,7 +35,7 @@ LANGUAGES: tuple[Language, ...] = (
         3.0,
         "Write Korean in Hangul only: never use Hanzi (Chinese characters) or romanisation.",
         latin=False,
-        examples=("안녕", "배고파"),
+        examples=("차에 열쇠를 두고 왔어", "이 집 국수 너무 짜", "비 그쳤다, 공원 가자"),
     ),
     Language(
         "ja",
@@ -44,7 +44,7 @@ LANGUAGES: tuple[Language, ...] = (
         3.0,
         "Write natural spoken Japanese and prefer kana (hiragana/katakana) to kanji.",
         latin=False,
-        examples=("こんにちは", "おなかすいた"),
+        examples=("鍵を車に忘れちゃった", "この店の麺、しょっぱすぎ", "雨やんだし、公園行こう"),
     ),
     Language(
         "en",
@@ -53,7 +53,7 @@ LANGUAGES: tuple[Language, ...] = (
         1.2,
         "Write English in the Latin alphabet only: no Chinese characters.",
         latin=True,
-        examples=("Hi", "I'm hungry"),
+        examples=("I left my keys in the car", "The noodles here are too salty", "Rain's stopped, let's hit the park"),
     ),
     Language(
         "fr",
@@ -62,7 +62,11 @@ LANGUAGES: tuple[Language, ...] = (
         1.5,
         "Write French in the Latin alphabet only: no Chinese characters.",
         latin=True,
-        examples=("Salut", "J'ai faim"),
+        examples=(
+            "J'ai oublié mes clés dans la voiture",
+            "Les nouilles ici sont trop salées",
+            "Il ne pleut plus, on va au parc",
+        ),
     ),
     Language(
         "de",
@@ -71,7 +75,11 @@ LANGUAGES: tuple[Language, ...] = (
         1.5,
         "Write German in the Latin alphabet only: no Chinese characters.",
         latin=True,
-        examples=("Hallo", "Ich hab Hunger"),
+        examples=(
+            "Ich hab die Schlüssel im Auto vergessen",
+            "Die Nudeln hier sind zu salzig",
+            "Der Regen ist vorbei, ab in den Park",
+        ),
     ),
     Language(
         "es",
@@ -80,7 +88,11 @@ LANGUAGES: tuple[Language, ...] = (
         1.5,
         "Write Spanish in the Latin alphabet only: no Chinese characters.",
         latin=True,
-        examples=("Hola", "Tengo hambre"),
+        examples=(
+            "Me dejé las llaves en el coche",
+            "Los fideos aquí están muy salados",
+            "Ya no llueve, vamos al parque",
+        ),
     ),
     Language(
         "id",
@@ -89,7 +101,7 @@ LANGUAGES: tuple[Language, ...] = (
         1.5,
         "Write Indonesian in the Latin alphabet only: no Chinese characters.",
         latin=True,
-        examples=("Halo", "Aku lapar"),
+        examples=("Kunciku ketinggalan di mobil", "Mi di sini keasinan", "Hujan udah berhenti, ke taman yuk"),
     ),
 )
 

@@ -18,7 +18,7 @@ import regex
 from app.dubbing import RULES, Fitness
 from app.languages import Language
 
-PROMPT_VERSION = "2026-12-01.1"
+PROMPT_VERSION = "2026-12-08.1"
 
 Message = dict[str, str]
 
@@ -66,7 +66,18 @@ def glossary_for(source: str, glossary: Mapping[str, str] | None) -> dict[str, s
 # Two worked turns before the real one. Small models copy a demonstrated answer shape far more reliably
 # than they follow a described one (measured on llama-server with SmolLM2-135M: 0/8 parseable answers
 # with instructions only, 8/8 with these turns), and bigger models see the colloquial register.
-FEW_SHOT_SOURCES = ("你好", "我饿了")
+# The two sent are the ones least like the line (fewest shared ideographs), and each is a specific
+# sentence that no other line translates to word for word: an answer equal to an example sent is then a
+# copy, never a right translation (a greeting or "I'm hungry" as examples made "Hi" for 嗨 look like one).
+FEW_SHOT_SOURCES = ("我把钥匙忘在车里了", "这家店的面条太咸了", "雨停了，我们去公园吧")
+FEW_SHOT_TURNS = 2
+
+
+def few_shot_for(source: str) -> tuple[int, ...]:
+    """Which examples (indexes into FEW_SHOT_SOURCES) the prompt for `source` shows, in pool order."""
+    chars = set(source)
+    overlap = [(len(chars & set(example)), i) for i, example in enumerate(FEW_SHOT_SOURCES)]
+    return tuple(sorted(i for _, i in sorted(overlap)[:FEW_SHOT_TURNS]))
 
 
 def _user_block(lang: Language, budget: int | None) -> list[str]:
@@ -77,11 +88,12 @@ def _user_block(lang: Language, budget: int | None) -> list[str]:
 
 
 @functools.cache
-def _preamble(lang: Language) -> tuple[Message, ...]:
-    """The rules and the worked examples: the same for every line of a language, so built once."""
+def _preamble(lang: Language, picks: tuple[int, ...]) -> tuple[Message, ...]:
+    """The rules and the worked examples `picks`: one of a few per language, so built once each."""
     system = _SYSTEM.format(language=lang.english, script_rule=lang.script_rule)
     messages: list[Message] = [{"role": "system", "content": system}]
-    for example_source, example_answer in zip(FEW_SHOT_SOURCES, lang.examples, strict=True):
+    for i in picks:
+        example_source, example_answer = FEW_SHOT_SOURCES[i], lang.examples[i]
         example = [*_user_block(lang, None), f"<source>\n{example_source}\n</source>"]
         messages.append({"role": "user", "content": "\n\n".join(example)})
         messages.append({"role": "assistant", "content": json.dumps({"tr": example_answer}, ensure_ascii=False)})
@@ -96,7 +108,9 @@ def build_messages(
     context: Sequence[str] | None = None,
 ) -> list[Message]:
     """The first ask for one line: the rules (system), two worked examples, then the line as data."""
-    messages = [dict(m) for m in _preamble(lang)]  # copies: callers may extend or alter their own list
+    messages = [
+        dict(m) for m in _preamble(lang, few_shot_for(source))
+    ]  # copies: callers may extend or alter their own list
     parts = _user_block(lang, budget)
     if glossary:
         terms = "\n".join(f"{_fence(k)} = {_fence(v)}" for k, v in glossary.items())
@@ -111,12 +125,24 @@ def build_messages(
     return messages
 
 
+def _letters(text: str) -> str:
+    return "".join(ch for ch in text.casefold() if ch.isalnum())
+
+
 def copies_example(answer: str, source: str, lang: Language) -> bool:
-    """Whether `answer` is a few-shot example's answer although the line is not that example."""
-    return any(
-        answer.casefold() == example.casefold() and example_source not in source
-        for example_source, example in zip(FEW_SHOT_SOURCES, lang.examples, strict=True)
-    )
+    """Whether `answer` is the answer of a few-shot example although the line says something else (letters
+    and digits compared). The examples the prompt for `source` shows are chosen unlike the line, so a
+    right translation never equals one of them; an example not shown (it shares ideographs with the
+    line) still counts when the line shares under half of its ideographs: the answer cannot be the line's."""
+    letters = _letters(answer)
+    shown = few_shot_for(source)
+    for i, (example_source, example) in enumerate(zip(FEW_SHOT_SOURCES, lang.examples, strict=True)):
+        if letters != _letters(example) or _letters(example_source) == _letters(source):
+            continue
+        ideographs = set(_letters(example_source))
+        if i in shown or len(ideographs & set(source)) < len(ideographs) / 2:
+            return True
+    return False
 
 
 _REASK_OPENING = "Your answer does not fit."
@@ -157,11 +183,20 @@ def _ngrams(text: str, n: int) -> set[tuple[str, ...]]:
     return grams
 
 
+# A line that itself speaks of translating ("translate this subtitle into English") may rightly share a
+# few words with our instructions: for it, only a longer run counts as an echo.
+ECHO_WORDS_ABOUT_TRANSLATING = 12
+_ABOUT_TRANSLATING = regex.compile(
+    r"翻译|翻譯|译|字幕|提示|指令|语言|語言|英语|英文|法语|德语|西班牙语|印尼语|日语|韩语"
+)
+
+
 @functools.cache
-def _instruction_ngrams(lang: Language) -> frozenset[tuple[str, ...]]:
-    """Every run of ECHO_WORDS words of what we write to the model for a line of `lang`: the rules, the
-    worked examples, the blocks' labels, every re-ask."""
-    texts = [m["content"] for m in _preamble(lang)]
+def _template_ngrams(lang: Language, n: int) -> frozenset[tuple[str, ...]]:
+    """Runs of `n` words of what we write to the model for any line of `lang` (blanks left open): the
+    rules, the blocks' labels, every re-ask. The worked examples count only as sent (`echoes_prompt`):
+    the example line's own right translation is no echo."""
+    texts = [_SYSTEM.format(language=lang.english, script_rule=lang.script_rule)]
     texts += ["Length limit: at most {n} " + unit + "." for unit in _UNIT_NAMES.values()]  # the user block's own words
     texts += [
         "Glossary (use these renderings):",
@@ -175,17 +210,26 @@ def _instruction_ngrams(lang: Language) -> frozenset[tuple[str, ...]]:
     texts += [rule.hint.replace("{language}", lang.english) for rule in RULES.values()]
     grams: set[tuple[str, ...]] = set()
     for text in texts:
-        grams |= _ngrams(text, ECHO_WORDS)
+        grams |= _ngrams(text, n)
     return frozenset(grams)
 
 
-def echoes_prompt(answer: str, source: str, lang: Language) -> bool:
-    """Whether `answer` repeats a run of ECHO_WORDS or more words of our own instructions or examples for
-    this line. The source line does not count: a title may rightly be translated as itself."""
-    if len(answer) < 2 * ECHO_WORDS or answer.count(" ") < ECHO_WORDS - 1:
-        return False  # too short to hold six words (most answers: a subtitle line)
-    grams = _ngrams(answer, ECHO_WORDS) & _instruction_ngrams(lang)
-    return bool(grams - _ngrams(source, ECHO_WORDS))
+def _word_ngrams(text: str, n: int) -> set[tuple[str, ...]]:
+    """Runs of `n` words, numbers included (the filled-in user block: "at most 6 words")."""
+    words = _WORD.findall(text.casefold())
+    return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
+
+
+def echoes_prompt(answer: str, source: str, lang: Language, budget: int | None = None) -> bool:
+    """Whether `answer` repeats a run of ECHO_WORDS or more words of what we send for this line (our
+    instructions, the examples shown, the user block as filled in, the re-asks). The source line does not
+    count: a title may rightly be translated as itself; nor, for a line about translating, a short run."""
+    n = ECHO_WORDS_ABOUT_TRANSLATING if _ABOUT_TRANSLATING.search(source) else ECHO_WORDS
+    if len(_WORD.findall(answer)) < n:
+        return False  # too short to hold the run (most answers: a subtitle line)
+    sent = "\n\n".join(m["content"] for m in build_messages(source, lang, budget))
+    grams = (_ngrams(answer, n) & _template_ngrams(lang, n)) | (_word_ngrams(answer, n) & _word_ngrams(sent, n))
+    return bool(grams - _ngrams(source, n) - _word_ngrams(source, n))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -201,7 +245,17 @@ _FENCE = re.compile(r"```(?:json|JSON)?\s*(.*?)```", re.DOTALL)
 _OBJECT = re.compile(r"\{.*\}", re.DOTALL)
 _QUOTED = re.compile(r'^\s*(["“「『\'])(.*)(["”」』\'])\s*$', re.DOTALL)
 _KEY_PREFIX = re.compile(r"^\s*[\"']?(?:[A-Za-z_][A-Za-z_ ]{0,20}|번역|翻译|翻譯|訳|译文)[\"']?\s*[:：]")
-PLACEHOLDERS = frozenset({"translation", "tr", "key", "value", "...", "…", "<translation>", "text"})
+# The template's own tokens (what `{"tr": "<translation>"}` and our blocks are made of): an answer made
+# of these alone filled in the form instead of translating. English words ("Key", "Text") are not
+# among them: they are right translations of 钥匙 and 文本.
+PLACEHOLDERS = frozenset({"<translation>", "translation>", "<translation", "<source>", "</source>", "<context>",
+                          "</context>", '{"tr": "<translation>"}', "tr"})  # fmt: skip
+_TEMPLATE_TOKEN = re.compile(r"<\s*/?\s*(?:translation|source|context)\s*>", re.IGNORECASE)
+
+
+def is_placeholder(text: str) -> bool:
+    """Whether `text` is the answer form's own tokens rather than a translation."""
+    return text.casefold() in PLACEHOLDERS or _TEMPLATE_TOKEN.search(text) is not None
 
 
 @dataclass(frozen=True)
@@ -247,8 +301,6 @@ def _clean(text: str) -> str:
     text = " ".join(text.split())
     if not text:
         raise UnusableAnswer("the model answered with an empty translation")
-    if text.casefold().strip("\"'{}<> ") in PLACEHOLDERS or text.casefold() in PLACEHOLDERS:
-        raise UnusableAnswer(f"the model echoed the placeholder {text!r} instead of translating")
     return text
 
 

@@ -14,6 +14,7 @@ from app.prompt import (
     UnusableAnswer,
     build_messages,
     copies_example,
+    few_shot_for,
     glossary_for,
     parse_answer,
     reask_messages,
@@ -47,11 +48,6 @@ def test_parse_accepts(content: str, expected: str) -> None:
         "",
         "   ",
         '{"tr": ""}',
-        '{"tr": "translation"}',
-        '{"tr": "tr"}',
-        '{"tr": "key"}',
-        '{"tr": "value"}',
-        "translation",
         "<think>I should answer in Korean but",  # cut off while thinking
         "<think>only thinking</think>",
         '{"tr": "unterminated',
@@ -126,6 +122,7 @@ def test_reask_names_the_problem_specifically() -> None:
 # under the same version would keep serving the old prompt's cached answers.
 PROMPT_FINGERPRINTS = {
     "2026-12-01.1": "afa9a9d4ad344e811872200b253039d5f11a4b4bba2edb07e7181d515ee1d1d6",
+    "2026-12-08.1": "2c894f5f1d1761f7d43c0c7aeaddcb8d9b9455a708da52052a892098eba64ef7",
 }
 
 
@@ -152,16 +149,26 @@ def test_a_prompt_change_comes_with_a_new_prompt_version() -> None:
 
 def test_few_shot_turns_show_the_answer_shape_in_the_target_language() -> None:
     messages = build_messages("大哥", lang("ja"), None)
-    assert messages[1]["content"].endswith("<source>\n你好\n</source>")
-    assert json.loads(messages[2]["content"]) == {"tr": "こんにちは"}
-    assert json.loads(messages[4]["content"]) == {"tr": "おなかすいた"}
+    assert messages[1]["content"].endswith("<source>\n我把钥匙忘在车里了\n</source>")
+    assert json.loads(messages[2]["content"]) == {"tr": "鍵を車に忘れちゃった"}
+    assert json.loads(messages[4]["content"]) == {"tr": "この店の麺、しょっぱすぎ"}
     for code in ("ko", "ja", "en", "fr", "de", "es", "id"):
         for turn in build_messages("大哥", lang(code), None)[2:5:2]:
             assert parse_answer(turn["content"]).text
 
 
+def test_the_examples_shown_are_the_ones_least_like_the_line() -> None:
+    assert few_shot_for("我把钥匙忘了") == (1, 2)  # shares 我 把 钥匙 with the first example
+    assert few_shot_for("面条太咸") == (0, 2)
+    assert few_shot_for("雨停了") == (0, 1)
+    shown = build_messages("雨停了", lang("en"), None)
+    assert "<source>\n雨停了，我们去公园吧\n</source>" not in "".join(m["content"] for m in shown)
+
+
 def test_a_copied_example_answer_is_detected_unless_the_line_is_the_example() -> None:
-    assert copies_example("I'm hungry", "是个小包工头", lang("en"))
-    assert copies_example("hi", "大哥", lang("en"))
-    assert not copies_example("Hi", "你好呀", lang("en"))  # the line really says hello
-    assert not copies_example("Hi there", "大哥", lang("en"))
+    assert copies_example("I left my keys in the car", "是个小包工头", lang("en"))
+    assert copies_example("the noodles here are too salty!", "大哥", lang("en"))
+    assert not copies_example("I left my keys in the car", "我把钥匙忘在车里了", lang("en"))  # the example line
+    assert not copies_example("Rain's stopped, let's hit the park", "雨停了，去公园吧", lang("en"))  # nearly it
+    assert not copies_example("Hi", "嗨", lang("en"))  # no example is a greeting any more
+    assert not copies_example("I'm hungry", "肚子饿了", lang("en"))

@@ -94,7 +94,7 @@ def test_hanzi_that_never_goes_away_fails_the_item(service: ServiceServer, fake_
 @pytest.mark.parametrize(
     ("style", "lang", "code"),
     [("chinese", "ja", "not_japanese"), ("chinese", "en", "cjk_in_latin"), ("echo", "fr", "cjk_in_latin"),
-     ("echo", "ja", "untranslated"), ("chinese", "ko", "hanzi_in_korean")],
+     ("echo", "ja", "not_japanese"), ("echo", "ko", "untranslated"), ("chinese", "ko", "hanzi_in_korean")],
 )  # fmt: skip
 def test_hard_script_rules_fail_the_item(
     service: ServiceServer, fake_clean: FakeOllama, style: str, lang: str, code: str

@@ -15,19 +15,28 @@ from dataclasses import dataclass
 import regex
 
 from app.backends.base import ChatReply
+from app.dubbing import Fitness, assess
 from app.editor_protocol import RECOMMENDED_MODEL
 from app.errors import BackendCallError, ErrorKind
 from app.languages import Language
-from app.prompt import UnusableAnswer, copies_example, echoes_prompt, parse_answer, strip_thinking
+from app.prompt import UnusableAnswer, copies_example, echoes_prompt, is_placeholder, parse_answer, strip_thinking
 
 # Lone surrogates, control characters, private-use characters, unassigned code points, and the invisible
 # direction controls that can reorder what a subtitle shows.
-_UNSAFE = regex.compile(r"[\p{Cs}\p{Cc}\p{Co}\p{Cn}\u200e\u200f\u061c\u202a-\u202e\u2066-\u2069]")
+_UNSAFE = regex.compile(r"[\p{Cs}\p{Cc}\p{Co}\p{Cn}\u200e\u200f\u061c\u202a-\u202e\u2066-\u2069\U000E0000-\U000E007F]")
+# Other invisible format characters (zero-width space, byte-order mark, soft hyphen, word joiner, ...)
+# carry nothing a voice says: they are removed. A zero-width joiner stays only between two emoji (👨‍👩‍👧);
+# none of our seven languages needs it, or the non-joiner, inside words.
+_FORMAT = regex.compile(
+    r"(?<!\p{Extended_Pictographic}[\uFE0F\p{Emoji_Modifier}]?)\u200d|\u200d(?!\p{Extended_Pictographic})|[\p{Cf}--\u200d]",
+    regex.V1,
+)
 
 
 @dataclass(frozen=True)
 class Answer:
     text: str
+    fitness: Fitness
 
 
 def unusable(message: str) -> BackendCallError:
@@ -42,17 +51,20 @@ def unsafe_text(text: str) -> str | None:
     char = found.group(0)
     if "\ud800" <= char <= "\udfff":
         return f"it holds a lone surrogate (U+{ord(char):04X}), which is not valid Unicode"
+    if "\U000e0000" <= char <= "\U000e007f":
+        return f"it holds an invisible tag character (U+{ord(char):04X}), which can smuggle hidden text"
     category = unicodedata.category(char)
     kind = {"Cc": "a control character", "Co": "a private-use character", "Cn": "an unassigned code point"}
     return f"it holds {kind.get(category, 'an invisible direction control')} (U+{ord(char):04X})"
 
 
 def check_text(text: str, *, max_chars: int) -> str:
-    """The answer's text, normalised (NFC), or UNUSABLE_OUTPUT saying what is wrong with it."""
+    """The answer's text, normalised (NFC, invisible format characters removed), or UNUSABLE_OUTPUT
+    saying what is wrong with it."""
     problem = unsafe_text(text)
     if problem is not None:
         raise unusable(f"the answer is not usable text: {problem}")
-    text = unicodedata.normalize("NFC", text)
+    text = _FORMAT.sub("", unicodedata.normalize("NFC", text))
     if len(text) > max_chars:
         raise unusable(
             f"the answer is {len(text)} characters long; a subtitle line is at most {max_chars} "
@@ -66,8 +78,11 @@ def has_thinking(reply: ChatReply) -> bool:
     return bool(reply.thinking.strip()) or strip_thinking(reply.content)[1]
 
 
-def interpret(reply: ChatReply, *, model: str, max_tokens: int, max_chars: int, source: str, lang: Language) -> Answer:
-    """The translation in `reply`, or UNUSABLE_OUTPUT / THINKING_EXHAUSTED."""
+def interpret(
+    reply: ChatReply, *, model: str, max_tokens: int, max_chars: int, source: str, lang: Language, budget: int | None
+) -> Answer:
+    """The translation in `reply` and how it measures up (`judge`), or UNUSABLE_OUTPUT / THINKING_EXHAUSTED.
+    A text that breaks a language rule is returned with its fitness: the caller re-asks."""
     rest, tagged = strip_thinking(reply.content)
     thought = bool(reply.thinking.strip()) or tagged
     if reply.finish_reason == "length":
@@ -83,10 +98,58 @@ def interpret(reply: ChatReply, *, model: str, max_tokens: int, max_chars: int, 
         text = parse_answer(reply.content).text
     except UnusableAnswer as exc:
         raise unusable(str(exc)) from None
-    text = check_text(text, max_chars=max_chars)
+    verdict = judge(source, lang, text, budget, max_chars=max_chars)
+    if verdict.kind is ErrorKind.UNUSABLE_OUTPUT:
+        raise unusable(verdict.message)
+    assert verdict.fitness is not None
+    return Answer(verdict.text, verdict.fitness)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The one decision on a text offered as a line's translation (a fresh answer or a cached value).
+
+    `check` names the first check that refused it (None: accepted); `kind` is UNUSABLE_OUTPUT for a text
+    that is no translation at all, RULE_VIOLATION for one that breaks a language rule (worth a re-ask).
+    `text` is the text as it may be handed on (normalised); `fitness` is None when the text never got
+    as far as the language rules.
+    """
+
+    text: str
+    check: str | None
+    kind: ErrorKind | None
+    message: str
+    fitness: Fitness | None
+
+    @property
+    def accepted(self) -> bool:
+        return self.check is None
+
+
+def judge(source: str, lang: Language, answer: str, budget: int | None, *, max_chars: int = 1000) -> Verdict:
+    """Accept or refuse `answer` as the translation of `source` into `lang` under `budget`. Pure.
+
+    Every text that may become a translation passes here: a model's parsed answer (`interpret`) and a
+    value read back from the cache (the translator's cache read).
+    """
+    try:
+        text = check_text(answer, max_chars=max_chars)
+    except BackendCallError as exc:
+        return Verdict(answer, "unsafe_text", ErrorKind.UNUSABLE_OUTPUT, str(exc), None)
+    text = " ".join(text.split())
+    if not text:
+        return Verdict(text, "empty", ErrorKind.UNUSABLE_OUTPUT, "the model answered with an empty translation", None)
+    if is_placeholder(text):
+        message = f"the model echoed the placeholder {text!r} instead of translating"
+        return Verdict(text, "placeholder", ErrorKind.UNUSABLE_OUTPUT, message, None)
     if copies_example(text, source, lang):
         # Small models sometimes copy a few-shot answer instead of translating the line.
-        raise unusable(f"the model repeated the prompt's example answer {text!r}")
-    if echoes_prompt(text, source, lang):
-        raise unusable("the model answered with our own instructions instead of a translation")
-    return Answer(text)
+        message = f"the model repeated the prompt's example answer {text!r}"
+        return Verdict(text, "few_shot_copy", ErrorKind.UNUSABLE_OUTPUT, message, None)
+    if echoes_prompt(text, source, lang, budget):
+        message = "the model answered with our own instructions instead of a translation"
+        return Verdict(text, "prompt_echo", ErrorKind.UNUSABLE_OUTPUT, message, None)
+    fitness = assess(text, source, lang, budget)
+    if fitness.hard_failures:
+        return Verdict(text, fitness.hard_failures[0], ErrorKind.RULE_VIOLATION, fitness.reasons(lang), fitness)
+    return Verdict(text, None, None, "", fitness)

@@ -25,14 +25,14 @@ from app.backends.base import BackendHandle, ChatRequest
 from app.backends.parallelism import Stay, parallelism
 from app.backends.timings import CallTimings
 from app.cache import CachedValue, ResultCache, cache_key
-from app.dubbing import Fitness, assess, better, length_budget
+from app.dubbing import Fitness, better, length_budget
 from app.errors import BackendCallError, ErrorKind
 from app.languages import Language, UnknownLanguage, resolve_language
 from app.metrics import Metrics
 from app.prompt import ANSWER_SCHEMA, PROMPT_VERSION, Message, build_messages, glossary_for, reask_messages
 from app.schemas import ItemResult, Summary, Timings
 from app.settings import Settings
-from app.translator.answers import has_thinking, interpret, unsafe_text
+from app.translator.answers import Answer, has_thinking, interpret, judge
 from app.translator.flights import Flight, Flights
 from app.translator.retry import RetryPolicy
 
@@ -282,19 +282,21 @@ class Translator:
         hit = self.cache.get(prepared.key)
         if hit is None:
             return None
-        translation = hit.get("translation")
-        if not isinstance(translation, str) or not translation:
-            problem: str | None = "it has no translation"
+        translation = hit.get("translation") if isinstance(hit, dict) else None
+        problem: str | None = None
+        if not isinstance(translation, str) or set(hit) - _CACHED_FIELDS:
+            problem = "it is not a cached result of this version (no translation, or other fields)"
         else:
-            problem = unsafe_text(translation)
-        if problem is None:
-            assert isinstance(translation, str)
-            fit = assess(translation, job.source, prepared.lang, prepared.budget)
-            if not fit.acceptable:
-                problem = f"it breaks the rules now ({', '.join(fit.warnings)})"
+            # The same judgement as a fresh answer, with the line's budget and language of today.
+            verdict = judge(job.source, prepared.lang, translation, prepared.budget,
+                            max_chars=self.settings.max_answer_chars)  # fmt: skip
+            fit = verdict.fitness
+            if not verdict.accepted or fit is None or not fit.acceptable or verdict.text != translation:
+                problem = f"it would not pass as an answer now ({verdict.message or 'over its budget'})"
             else:
-                hit = {**hit, "length": fit.length, "length_unit": fit.length_unit, "length_budget": fit.length_budget,
-                       "within_budget": fit.within_budget, "warnings": fit.warnings}  # fmt: skip
+                hit = {"translation": translation, "length": fit.length, "length_unit": fit.length_unit,
+                       "length_budget": fit.length_budget, "within_budget": fit.within_budget,
+                       "warnings": fit.warnings}  # fmt: skip
         if problem is not None:
             log.warning("dropping a cached result for %s: %s", job.task_id, problem)
             self.cache.discard(prepared.key)
@@ -364,7 +366,7 @@ class Translator:
         retries = reasks = 0
         while True:
             try:
-                text = await self._call(messages, job, lang, batch, outcome, start_clock)
+                answer = await self._call(messages, job, prepared, batch, outcome, start_clock)
             except BackendCallError as exc:
                 outcome.fail(exc.kind, self._call_error(exc, outcome))
                 if not self.retry.should_retry(exc, retries):
@@ -373,7 +375,7 @@ class Translator:
                 self.metrics.retries.inc()
                 await asyncio.sleep(self.retry.backoff(retries, exc.retry_after))
                 continue
-            fitness = assess(text, job.source, lang, budget)
+            text, fitness = answer.text, answer.fitness
             if better(fitness, outcome.best_fitness):
                 outcome.best, outcome.best_fitness = text, fitness
             if fitness.acceptable or reasks >= self.settings.max_reasks:
@@ -394,12 +396,12 @@ class Translator:
         self,
         messages: list[Message],
         job: Job,
-        lang: Language,
+        prepared: _Prepared,
         batch: _Batch,
         outcome: _Outcome,
         start_clock: Callable[[], None],
-    ) -> str:
-        """One backend call, cut short by a shutdown; returns the reply's translation."""
+    ) -> Answer:
+        """One backend call, cut short by a shutdown; returns the reply's translation, judged."""
         if self.draining:
             raise BackendCallError(ErrorKind.SHUTTING_DOWN, SHUTTING_DOWN)
         handle = batch.handle
@@ -457,13 +459,14 @@ class Translator:
                 max_tokens=batch.max_tokens,
                 max_chars=self.settings.max_answer_chars,
                 source=job.source,
-                lang=lang,
+                lang=prepared.lang,
+                budget=prepared.budget,
             )
         except BackendCallError as exc:
             self.metrics.backend_calls.labels(exc.kind.value).inc()
             raise
         self.metrics.backend_calls.labels("ok").inc()
-        return answer.text
+        return answer
 
     # --- shutdown ------------------------------------------------------------------------------------------
 
@@ -540,6 +543,10 @@ def _failed(
         attempts=attempts,
         timings=Timings(**_rounded(timings or {})),
     )
+
+
+# What a cached value holds (`_land`); a row with anything else was not written by this version.
+_CACHED_FIELDS = frozenset({"translation", "length", "length_unit", "length_budget", "within_budget", "warnings"})
 
 
 def _from_cache(job: Job, hit: CachedValue, started: float) -> ItemResult:
