@@ -18,7 +18,7 @@ import regex
 from app.dubbing import RULES, Fitness
 from app.languages import Language
 
-PROMPT_VERSION = "2026-12-08.1"
+PROMPT_VERSION = "2026-12-08.2"
 
 Message = dict[str, str]
 
@@ -151,6 +151,17 @@ _SHORTER = (
     "It is {length} {unit} long; the limit is {budget} {unit}. Make it shorter: drop filler, use the most compact "
     "natural wording."
 )
+# Short lines and their length in the editor's unit, shown in a re-ask for a shorter answer: a model shortens
+# when it sees short examples and a number, not when it is told to "be concise" (Javorský, Bojar, Yvon 2025).
+_SHORT_EXAMPLES = {
+    "ko": '"괜찮아?" = 3 Hangul letters; "가자!" = 2',
+    "ja": '"大丈夫?" = 3 kana and kanji; "行こう!" = 3',
+    "en": '"You okay?" = 2 words; "Let\'s go!" = 2',
+    "fr": '"Ça va ?" = 2 words; "On y va !" = 3',
+    "de": '"Alles gut?" = 2 words; "Los geht\'s!" = 2',
+    "es": '"¿Estás bien?" = 2 words; "¡Vamos!" = 1',
+    "id": '"Kamu baik?" = 2 words; "Ayo!" = 1',
+}
 
 
 def reask_messages(previous: str, fitness: Fitness, lang: Language) -> list[Message]:
@@ -159,6 +170,8 @@ def reask_messages(previous: str, fitness: Fitness, lang: Language) -> list[Mess
     if fitness.within_budget is False and fitness.length_budget is not None:
         unit = _UNIT_NAMES[lang.length_unit]
         problems.append(_SHORTER.format(length=fitness.length, unit=unit, budget=fitness.length_budget))
+        if lang.code in _SHORT_EXAMPLES:
+            problems.append(f"Examples: {_SHORT_EXAMPLES[lang.code]}.")
     text = f"{_REASK_OPENING} {' '.join(problems)}\n{lang.script_rule}\n{_REASK_CLOSING}"
     return [
         {"role": "assistant", "content": json.dumps({"tr": previous}, ensure_ascii=False)},
@@ -203,6 +216,7 @@ def _template_ngrams(lang: Language, n: int) -> frozenset[tuple[str, ...]]:
         "Neighbouring subtitle lines, for context only (do not translate them):",
         _REASK_OPENING,
         _REASK_CLOSING,
+        *_SHORT_EXAMPLES.values(),
         _SHORTER,
         lang.script_rule,
     ]

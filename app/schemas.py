@@ -10,6 +10,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StrictInt,
     StringConstraints,
     WithJsonSchema,
     model_validator,
@@ -18,7 +19,7 @@ from pydantic import (
 from app.editor_protocol import MAX_FIELD_CHARS
 from app.errors import ErrorKind, InvalidRequest, PayloadTooLarge
 from app.languages import LANGUAGES, UnknownLanguage, language_aliases, resolve_language
-from app.settings import Settings
+from app.settings import MAX_CANDIDATES, Settings
 
 
 def _known_language(value: str) -> str:
@@ -122,6 +123,14 @@ class RetranslateRequest(BaseModel):
     use_cache: bool = Field(
         True, description="Serve identical earlier results from the cache; false forces fresh answers."
     )
+    candidates: StrictInt | None = Field(
+        None,
+        ge=1,
+        le=MAX_CANDIDATES,
+        description="Answers asked at once (each with its own seed) when a line's answer misses its budget or "
+        f"a rule; the best is kept. An integer from 1 to {MAX_CANDIDATES}; 1: one follow-up at a time. "
+        "Unset: RETRANSLATE_CANDIDATES.",
+    )
     glossary: Glossary | None = Field(
         None,
         description='{source_term: target_term}, or per language {"ko": {source_term: target_term}}. '
@@ -166,6 +175,11 @@ class ItemResult(BaseModel):
         None, description="Why the item failed, as a stable code (README, error_code); null on success."
     )
     attempts: int = Field(description="Backend calls made for this item (retries and re-asks included).")
+    candidates_considered: int = Field(
+        0,
+        description="Model answers this translation was chosen from (1: the first answer fitted; 0: served "
+        "from the cache or no answer came back).",
+    )
     length: int | None = Field(None, description="The translation's length in length_unit.")
     length_unit: str | None = None
     length_budget: int | None = None

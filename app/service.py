@@ -78,6 +78,7 @@ class Engine:
                 glossary=body.glossary,
                 use_cache=body.use_cache,
                 on_result=on_result,
+                candidates=body.candidates,
             )
         finally:
             # Voice cloning runs next on the same GPU: free it even when the batch failed or its client left

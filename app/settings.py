@@ -20,6 +20,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 # `.env` and relative paths resolve against the project directory, never the caller's working
 # directory: LocalClip-Editor runs our CLI from its own folder.
 PROJECT_DIR = Path(__file__).resolve().parent.parent
+# Most answers a line may ask at once (setting and request field alike): each is a backend call.
+MAX_CANDIDATES = 8
 
 BackendName = Literal["auto", "ollama", "openai", "embedded"]
 
@@ -192,6 +194,14 @@ class Settings(BaseSettings):
         ge=0,
         le=5,
         description="Follow-up asks when an answer misses its length budget or target script.",
+    )
+    candidates: int = Field(
+        3,
+        ge=1,
+        le=MAX_CANDIDATES,
+        description="Answers asked at once (each with its own seed) at every follow-up ask of a line that "
+        "missed its budget or a rule; the best is kept. 1: one follow-up at a time. Lines that fit at once "
+        "cost nothing more.",
     )
 
     # --- cache ------------------------------------------------------------------------------------------

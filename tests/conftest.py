@@ -27,6 +27,9 @@ FAST = {
     # Services are shared across tests: a bound that followed one test's 1-slot fake would hold the next test
     # back. The tests of the adaptive bound (tests/test_engine_parallelism.py) turn it on for their own service.
     "adapt_concurrency": False,
+    # One follow-up at a time (today's re-asks): the tests that count re-ask calls stay exact, and pass as the
+    # proof that `candidates: 1` behaves as before. tests/translator/test_candidates.py covers k > 1.
+    "candidates": 1,
 }
 
 

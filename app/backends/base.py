@@ -38,6 +38,8 @@ class ChatRequest:
     timeout_s: float
     # The answer's JSON schema, sent as structured output while the server accepts it.
     answer_schema: dict[str, Any] | None = None
+    # The sampling seed (Ollama `options.seed`, OpenAI `seed`): a line's candidates differ by it.
+    seed: int | None = None
 
 
 @dataclass(frozen=True)

@@ -184,6 +184,8 @@ class OllamaBackend(BackendBase):
             "think": False,
             "options": {"temperature": request.temperature, "num_predict": request.max_tokens},
         }
+        if request.seed is not None:
+            payload["options"]["seed"] = request.seed
         if request.answer_schema is not None:
             payload["format"] = request.answer_schema
         if self.settings.keep_alive is not None:

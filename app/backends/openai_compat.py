@@ -215,6 +215,7 @@ class OpenAICompatBackend(BackendBase):
                 messages=request.messages,  # type: ignore[arg-type]
                 max_tokens=request.max_tokens,
                 temperature=request.temperature,
+                seed=request.seed if request.seed is not None else openai.omit,
                 timeout=request.timeout_s,
                 extra_body={**self._extra_body, **extra} or None,
             )

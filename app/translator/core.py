@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app import langid
-from app.backends.base import BackendHandle, ChatRequest
+from app.backends.base import BackendHandle, ChatReply, ChatRequest
 from app.backends.parallelism import Stay, parallelism
 from app.backends.timings import CallTimings
 from app.cache import CachedValue, ResultCache, cache_key
@@ -32,6 +32,7 @@ from app.metrics import Metrics
 from app.prompt import ANSWER_SCHEMA, PROMPT_VERSION, Message, build_messages, glossary_for, reask_messages
 from app.schemas import ItemResult, Summary, Timings
 from app.settings import Settings
+from app.translator import candidates
 from app.translator.answers import Answer, has_thinking, interpret, judge
 from app.translator.flights import Flight, Flights
 from app.translator.retry import RetryPolicy
@@ -68,6 +69,8 @@ class _Batch:
     glossary: Mapping[str, object] | None
     use_cache: bool
     total: int
+    # Answers asked at once when a line's answer misses (1: one re-ask at a time).
+    candidates: int = 1
     done: int = 0
     started: float = field(default_factory=time.monotonic)
     # Each answered call's stay at the engine (when it reported its compute): the batch's engine_parallelism.
@@ -79,6 +82,8 @@ class _Outcome:
     """What a flight has produced so far: the best answer seen, or why there is none."""
 
     attempts: int = 0
+    # Model answers the kept one was chosen from (every answer of the line competes).
+    considered: int = 0
     best: str | None = None
     best_fitness: Fitness | None = None
     error: str | None = None
@@ -102,6 +107,19 @@ class _Prepared:
     budget: int | None
     glossary: dict[str, str]
     key: str
+
+
+@dataclass
+class _Line:
+    """One computation's calls: what they are for, the seeds they sent and the retries they spent."""
+
+    job: Job
+    prepared: _Prepared
+    batch: _Batch
+    outcome: _Outcome
+    start_clock: Callable[[], None]
+    seeds: candidates.Seeds
+    retries: int = 0
 
 
 class _Call:
@@ -157,8 +175,10 @@ class Translator:
         glossary: Mapping[str, object] | None = None,
         use_cache: bool = True,
         on_result: ResultCallback | None = None,
+        candidates: int | None = None,
     ) -> tuple[list[ItemResult], Summary]:
-        """Translate `jobs` on `handle`; results in request order, whatever happened."""
+        """Translate `jobs` on `handle`; results in request order, whatever happened. `candidates`: answers
+        asked at once for a line that missed (unset: RETRANSLATE_CANDIDATES)."""
         loop = asyncio.get_running_loop()
         max_tokens = self.settings.max_output_tokens
         if handle.thinking_capable:
@@ -173,6 +193,7 @@ class Translator:
             glossary=glossary,
             use_cache=use_cache,
             total=len(jobs),
+            candidates=self.settings.candidates if candidates is None else max(1, candidates),
         )
         results: list[ItemResult | None] = [None] * len(jobs)
 
@@ -231,6 +252,7 @@ class Translator:
             temperature=self.settings.temperature,
             max_tokens=batch.max_tokens,
             max_reasks=self.settings.max_reasks,
+            candidates=batch.candidates,
         )
         return _Prepared(lang, budget, terms, key)
 
@@ -266,6 +288,7 @@ class Translator:
             never = "" if progress.attempts else " (it never reached the backend)"
             outcome = _Outcome(
                 attempts=progress.attempts,
+                considered=progress.considered,
                 best=progress.best,
                 best_fitness=progress.best_fitness,
                 timings=dict(progress.timings),
@@ -362,27 +385,71 @@ class Translator:
     ) -> None:
         lang, budget = prepared.lang, prepared.budget
         first = build_messages(job.source, lang, budget, prepared.glossary, job.context)
-        messages = first
-        retries = reasks = 0
-        while True:
-            try:
-                answer = await self._call(messages, job, prepared, batch, outcome, start_clock)
-            except BackendCallError as exc:
-                outcome.fail(exc.kind, self._call_error(exc, outcome))
-                if not self.retry.should_retry(exc, retries):
-                    return
-                retries += 1
-                self.metrics.retries.inc()
-                await asyncio.sleep(self.retry.backoff(retries, exc.retry_after))
-                continue
-            text, fitness = answer.text, answer.fitness
-            if better(fitness, outcome.best_fitness):
-                outcome.best, outcome.best_fitness = text, fitness
-            if fitness.acceptable or reasks >= self.settings.max_reasks:
-                return
+        line = _Line(job, prepared, batch, outcome, start_clock, candidates.Seeds(prepared.key))
+        got = await self._ask(first, line, self.settings.temperature)
+        if got is None:
+            return
+        answer = self._consider(got[0], outcome)[0]
+        reasks = 0
+        while not answer.fitness.acceptable and reasks < self.settings.max_reasks:
             reasks += 1
             self.metrics.reasks.inc()
-            messages = first + reask_messages(text, fitness, lang)
+            messages = first + reask_messages(answer.text, answer.fitness, lang)
+            answers = await self._round(messages, line)
+            if not answers:
+                return  # every candidate failed for good: its error is on the outcome
+            self._consider(answers, outcome)
+            answer = answers[candidates.pick([a.fitness for a in answers])]
+
+    async def _round(self, messages: list[Message], line: _Line) -> list[Answer]:
+        """One follow-up: k answers at once, each through the backend's bound like any call (a one-slot
+        engine gets them one after another). Where one request can return several completions (llama-server
+        `n`: one prompt evaluation), it asks them that way, as many as there are free slots, and the rest
+        as calls of their own."""
+        k = line.batch.candidates
+        temps = candidates.temperatures(k, self.settings.temperature)
+        answers: list[Answer] = []
+        if k > 1 and line.batch.handle.backend.multi_completion:
+            # One request, one seed: its completions are sampled apart, so all of them get the sampled
+            # temperature (the line's first answer was the one at the configured temperature).
+            got = await self._ask(messages, line, temps[-1], n=k)
+            if got is None:
+                return []
+            answers += got[0]
+            temps = temps[got[1] :]
+        async with asyncio.TaskGroup() as group:
+            asks = [group.create_task(self._ask(messages, line, t)) for t in temps]
+        for ask in asks:
+            result = ask.result()
+            if result is not None:
+                answers += result[0]
+        return answers
+
+    @staticmethod
+    def _consider(answers: list[Answer], outcome: _Outcome) -> list[Answer]:
+        """Count answers; the outcome keeps the best one seen for the line."""
+        outcome.considered += len(answers)
+        chosen = answers[candidates.pick([a.fitness for a in answers])]
+        if better(chosen.fitness, outcome.best_fitness):
+            outcome.best, outcome.best_fitness = chosen.text, chosen.fitness
+        return answers
+
+    async def _ask(
+        self, messages: list[Message], line: _Line, temperature: float, n: int = 1
+    ) -> tuple[list[Answer], int] | None:
+        """One call's answers and how many completions it returned, retried on transient failures (the
+        line's retries are shared by its calls); None when it failed for good (the reason is on the
+        outcome)."""
+        while True:
+            try:
+                return await self._call(messages, line, line.seeds.next(), temperature, n)
+            except BackendCallError as exc:
+                line.outcome.fail(exc.kind, self._call_error(exc, line.outcome))
+                if not self.retry.should_retry(exc, line.retries):
+                    return None
+                line.retries += 1
+                self.metrics.retries.inc()
+                await asyncio.sleep(self.retry.backoff(line.retries, exc.retry_after))
 
     @staticmethod
     def _call_error(exc: BackendCallError, outcome: _Outcome) -> str:
@@ -393,17 +460,14 @@ class Translator:
         return str(exc)
 
     async def _call(
-        self,
-        messages: list[Message],
-        job: Job,
-        prepared: _Prepared,
-        batch: _Batch,
-        outcome: _Outcome,
-        start_clock: Callable[[], None],
-    ) -> Answer:
-        """One backend call, cut short by a shutdown; returns the reply's translation, judged."""
+        self, messages: list[Message], line: _Line, seed: int | None, temperature: float, n: int = 1
+    ) -> tuple[list[Answer], int]:
+        """One backend call, cut short by a shutdown; returns the reply's translations, judged (the first one
+        usable, or the call fails; the others of a several-completion reply kept when usable), and how many
+        completions came back."""
         if self.draining:
             raise BackendCallError(ErrorKind.SHUTTING_DOWN, SHUTTING_DOWN)
+        job, prepared, batch, outcome = line.job, line.prepared, line.batch, line.outcome
         handle = batch.handle
         # Tracked, so that a shutdown can cut it (at once if not sent yet, after the grace if it was).
         task = asyncio.current_task()
@@ -416,7 +480,7 @@ class Translator:
             if self.draining:
                 raise BackendCallError(ErrorKind.SHUTTING_DOWN, SHUTTING_DOWN)
             call.sent = True
-            start_clock()
+            line.start_clock()
             outcome.attempts += 1
 
         try:
@@ -424,9 +488,11 @@ class Translator:
                 model=handle.model_sent,
                 messages=messages,
                 max_tokens=batch.max_tokens,
-                temperature=self.settings.temperature,
+                temperature=temperature,
                 timeout_s=self.settings.request_timeout_s,
                 answer_schema=ANSWER_SCHEMA,
+                seed=seed,
+                n=n,
             )
             reply = await handle.backend.chat(request, on_send)
             outcome.add_timings(reply.timings)
@@ -452,9 +518,10 @@ class Translator:
             self._calls.discard(call)
         if has_thinking(reply):
             self._on_thinking(handle.model_sent)
-        try:
-            answer = interpret(
-                reply,
+
+        def judged(r: ChatReply) -> Answer:
+            return interpret(
+                r,
                 model=handle.model_sent,
                 max_tokens=batch.max_tokens,
                 max_chars=self.settings.max_answer_chars,
@@ -462,11 +529,19 @@ class Translator:
                 lang=prepared.lang,
                 budget=prepared.budget,
             )
+
+        try:
+            answers = [judged(reply)]
         except BackendCallError as exc:
             self.metrics.backend_calls.labels(exc.kind.value).inc()
             raise
         self.metrics.backend_calls.labels("ok").inc()
-        return answer
+        for other in reply.more:
+            try:
+                answers.append(judged(other))
+            except BackendCallError:
+                continue  # an unusable extra completion is one candidate fewer, not a failed call
+        return answers, 1 + len(reply.more)
 
     # --- shutdown ------------------------------------------------------------------------------------------
 
@@ -509,6 +584,7 @@ class Translator:
             "source": job.source,
             "elapsed": elapsed,
             "attempts": outcome.attempts,
+            "candidates_considered": outcome.considered,
             "length": fit.length,
             "length_unit": fit.length_unit,
             "length_budget": fit.length_budget,

@@ -457,6 +457,13 @@ def default_config() -> dict[str, Any]:
         "durations": True,
         # /v1 answers carry llama-server's `timings` (prompt_ms, predicted_ms, ...): a llama-server stand-in
         "v1_timings": False,
+        # seed mode: the answer depends on the request's seed (`options.seed`, /v1 `seed`; no seed: the
+        # ask's number): over budget (the text 4 times) for this share of seeds, the plain text otherwise
+        "seed_over_rate": None,
+        # hold each re-ask (a follow-up after the line's answer) until this many re-asks are in flight at
+        # once, or `gather_timeout_s` passes; each request's record says whether it met the others
+        "gather_reasks": 0,
+        "gather_timeout_s": 20.0,
     }
 
 
@@ -933,8 +940,12 @@ class _Handler(BaseHTTPRequestHandler):
             return self._json(200, self._native_envelope(kind, model, _Answer(""), "load", metrics=False))
 
         source, lang = parse_prompt(prompt_text)
+        seed = body.get("seed") if openai else (options.get("seed") if isinstance(options, dict) else None)
+        # A re-ask: the line's user message is followed by an answer and a follow-up (the few-shot turns
+        # before it have assistant messages too).
+        reask = kind != "generate" and bool(with_source) and bool(users) and "<source>" not in users[-1]
         if self._rec is not None:
-            fake._record_update(self._rec, source=source, lang=lang, model=model)
+            fake._record_update(self._rec, source=source, lang=lang, model=model, seed=seed, reask=reask)
         rule = fake._take_failure(source) if kind != "generate" else None
         mode = rule["mode"] if rule else None
         if rule is not None and self._rec is not None:
@@ -944,6 +955,10 @@ class _Handler(BaseHTTPRequestHandler):
         if mode == "model_404":
             return self._error(404, fake._not_found_message(model, kind), openai)
 
+        if reask and int(fake._config_value("gather_reasks") or 0) > 0:
+            met = fake._gather(float(fake._config_value("gather_timeout_s")))
+            if self._rec is not None:
+                fake._record_update(self._rec, gathered=met)
         got = self._acquire_slot()
         if got == "busy":
             return self._busy(openai, fake._config_value("busy_retry_after"))
@@ -972,7 +987,7 @@ class _Handler(BaseHTTPRequestHandler):
                 # llm/server.go Completion refuses it before generating: a 500 (nothing was streamed yet)
                 raw_format = json.dumps(fmt, ensure_ascii=False, separators=(",", ":"))
                 return self._error(500, INVALID_FORMAT.format(raw=go_quote(raw_format)), openai)
-            answer = fake._answer(source, lang, think, cap, constrained=fmt_mode in ("json", "schema"))
+            answer = fake._answer(source, lang, think, cap, constrained=fmt_mode in ("json", "schema"), seed=seed)
             done = time.monotonic()
             spent = _Spent(done - self._arrived, load_s, done - computing - load_s)
             pad = max(0, int(fake._config_value("pad_response_bytes") or 0))
@@ -1372,6 +1387,7 @@ class FakeOllama:
     def __init__(self, host: str = "127.0.0.1", port: int = 0, **config: Any) -> None:
         self._lock = threading.RLock()
         self._stopping = threading.Event()
+        self._gathered = threading.Condition(self._lock)
         self._thread: threading.Thread | None = None
         self._connections: set[socket.socket] = set()
         self._env = {
@@ -1524,6 +1540,7 @@ class FakeOllama:
             self._unloads: list[str] = []
             self._loads: list[str] = []
             self._pulls: list[str] = []
+            self._gather_arrivals = 0
             # live gauges survive a reset; their peaks restart from now
             self._max_inflight = self._inflight
             self._max_running = self._running
@@ -1632,6 +1649,17 @@ class FakeOllama:
         with self._lock:
             self._inflight += delta
             self._max_inflight = max(self._max_inflight, self._inflight)
+
+    def _gather(self, timeout_s: float) -> bool:
+        """Wait until `gather_reasks` re-asks have arrived since the last reset, all held here until then
+        (True), or `timeout_s` passes (False): a service that sends them one after another never gets there."""
+        with self._gathered:
+            self._gather_arrivals += 1
+            self._gathered.notify_all()
+            return self._gathered.wait_for(
+                lambda: self._gather_arrivals >= int(self._config["gather_reasks"]) or self._stopping.is_set(),
+                timeout_s,
+            )
 
     # ----------------------------------------------------------- slots
 
@@ -1866,7 +1894,9 @@ class FakeOllama:
                 return dict(rule)
         return None
 
-    def _answer(self, source: str, lang: str, think: Any, cap: Any, constrained: bool = False) -> _Answer:
+    def _answer(
+        self, source: str, lang: str, think: Any, cap: Any, constrained: bool = False, seed: Any = None
+    ) -> _Answer:
         """The model's answer; ``constrained``: a ``format`` ("json" or a schema) is in force."""
         with self._lock:
             key = (source, lang)
@@ -1881,6 +1911,11 @@ class FakeOllama:
             raw_thinking = _first_match(cfg["raw_thinking_by_source"], source)
             translations = cfg["translations"] or {}
             thinking_tokens = int(cfg["thinking_tokens"])
+            seed_over_rate = cfg["seed_over_rate"]
+        if raw is None and seed_over_rate is not None:
+            text = translations[source] if source in translations else translate(source, lang)
+            over = seeded_over(source, lang, seed if seed is not None else f"ask{ask}", float(seed_over_rate))
+            return _Answer(json.dumps({"tr": " ".join([text] * 4) if over else text}, ensure_ascii=False))
         if raw is not None:
             # verbatim: no style, no format constraint, no output cap
             return _Answer(raw, raw_thinking or "")
@@ -1946,6 +1981,13 @@ def render(
         full = tr(text)
         return _Answer(full[: max(1, len(full) // 2)], reason="length")
     raise ValueError(f"unknown style {style!r}")
+
+
+def seeded_over(source: str, lang: str, seed: Any, rate: float) -> bool:
+    """Whether the seed-mode model answers over budget for this seed: a stable draw in [0, 1) from the
+    line and the seed, under `rate`."""
+    digest = hashlib.sha256(f"{source}|{lang}|{seed}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < rate
 
 
 def apply_cap(answer: _Answer, cap: Any, partial_content: bool = True) -> _Answer:
