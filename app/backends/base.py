@@ -40,6 +40,9 @@ class ChatRequest:
     answer_schema: dict[str, Any] | None = None
     # The sampling seed (Ollama `options.seed`, OpenAI `seed`): a line's candidates differ by it.
     seed: int | None = None
+    # Completions wanted from this one request (llama-server's `n`: one prompt evaluation, copied to n
+    # slots); the backend sends as many as it has free slots for, at least 1.
+    n: int = 1
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,9 @@ class ChatReply:
         if at_engine is None:
             at_engine = self.answered_at - self.sent_at
         return Stay(end=self.answered_at, at_engine=max(at_engine, compute), compute=compute)
+
+    # The other completions of a several-answer request (llama-server `n`), in the engine's order.
+    more: tuple[ChatReply, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -96,6 +102,9 @@ class Backend(Protocol):
     def measured_parallelism(self) -> float | None: ...
 
     def parallelism_advice(self) -> str | None: ...
+
+    @property
+    def multi_completion(self) -> bool: ...
 
     async def chat(self, request: ChatRequest, on_send: Callable[[], None] | None = None) -> ChatReply: ...
 
@@ -186,6 +195,11 @@ class BackendBase:
                 self._advised = True
                 log.warning("%s: %s", self.name, text)
 
+    @property
+    def multi_completion(self) -> bool:
+        """Whether one request can return several completions (`ChatRequest.n`)."""
+        return False
+
     async def chat(self, request: ChatRequest, on_send: Callable[[], None] | None = None) -> ChatReply:
         """One chat call: through the breaker (fails at once while it is open), under the backend's
         concurrency bound, with structured output while the server accepts it. `on_send` runs under the
@@ -201,11 +215,19 @@ class BackendBase:
                 if on_send is not None:
                     on_send()
                 verdict = True
+                # Each extra completion holds one more slot of the bound, taken only if free now: never more
+                # in flight than the engine can take.
+                extra = 0
+                while extra < request.n - 1 and self.multi_completion and self._limiter.try_acquire():
+                    extra += 1
+                request = replace(request, n=1 + extra)
                 self.metrics.in_flight.inc()
                 started = time.perf_counter()
                 try:
                     reply = await self._chat_structured(request)
                 finally:
+                    for _ in range(extra):
+                        self._limiter.release()
                     self.metrics.in_flight.dec()
                     answered = time.perf_counter()
                     self.metrics.backend_latency.observe(answered - started)

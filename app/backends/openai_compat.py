@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -216,6 +217,7 @@ class OpenAICompatBackend(BackendBase):
                 max_tokens=request.max_tokens,
                 temperature=request.temperature,
                 seed=request.seed if request.seed is not None else openai.omit,
+                n=request.n if request.n > 1 else openai.omit,
                 timeout=request.timeout_s,
                 extra_body={**self._extra_body, **extra} or None,
             )
@@ -223,18 +225,14 @@ class OpenAICompatBackend(BackendBase):
             raise self._translate(exc) from None
         if not completion.choices:
             raise BackendCallError(ErrorKind.SERVER, "the backend answered without choices")
-        choice = completion.choices[0]
-        message: Any = choice.message
-        extra_fields = getattr(message, "model_extra", None) or {}
-        thinking = extra_fields.get("reasoning") or extra_fields.get("reasoning_content") or ""
-        content = message.content
-        return ChatReply(
-            content=content if isinstance(content, str) else "",
-            thinking=thinking if isinstance(thinking, str) else "",
-            finish_reason=choice.finish_reason,
-            # llama-server's `timings` (an extra field the SDK keeps); others report nothing: None.
-            timings=from_llama_server((completion.model_extra or {}).get("timings")),
-        )
+        first, *more = (_reply(choice) for choice in completion.choices[: max(1, request.n)])
+        # llama-server's `timings` (an extra field the SDK keeps) are the request's; others report nothing: None.
+        timings = from_llama_server((completion.model_extra or {}).get("timings"))
+        return replace(first, more=tuple(more), timings=timings)
+
+    @property
+    def multi_completion(self) -> bool:
+        return self.server == "llama-server"  # `n` since its PR #17775; Ollama's /v1 drops it
 
     @property
     def is_ollama(self) -> bool:
@@ -251,3 +249,15 @@ class OpenAICompatBackend(BackendBase):
 
     async def close(self) -> None:
         await self.client.close()
+
+
+def _reply(choice: Any) -> ChatReply:
+    message: Any = choice.message
+    extra_fields = getattr(message, "model_extra", None) or {}
+    thinking = extra_fields.get("reasoning") or extra_fields.get("reasoning_content") or ""
+    content = message.content
+    return ChatReply(
+        content=content if isinstance(content, str) else "",
+        thinking=thinking if isinstance(thinking, str) else "",
+        finish_reason=choice.finish_reason,
+    )
