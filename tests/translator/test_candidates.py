@@ -41,6 +41,19 @@ def run(service: ServiceServer, fake: FakeOllama, tasks: list[dict], **body: obj
     return results, by_line
 
 
+def stubborn_line(service: ServiceServer, fake: FakeOllama, tag: str, **fake_config: object) -> tuple[dict, list]:
+    """One line whose every answer is over budget: re-asked twice in rounds of 3 (7 calls); its result and
+    the calls the fake saw for it."""
+    fake.configure(seed_over_rate=1.0, **fake_config)
+    results, by_line = run(service, fake, lines(1, tag))
+    item = results[0]
+    assert item["attempts"] == 7
+    assert item["candidates_considered"] == 7
+    assert item["within_budget"] is False
+    assert item["success"] is True
+    return item, by_line[item["source"]]
+
+
 def test_candidates_fit_more_lines_than_one_at_a_time_with_no_seed_sent_twice(
     service: ServiceServer, fake_clean: FakeOllama
 ) -> None:
@@ -73,15 +86,9 @@ def test_a_reasked_lines_candidates_are_in_flight_together_when_the_engine_has_s
     service_factory, fake_clean: FakeOllama
 ) -> None:
     service = service_factory(candidates=3, max_concurrency=4)
-    # Every answer over budget: every line is re-asked twice. The fake holds each re-ask until three are there.
-    fake_clean.configure(seed_over_rate=1.0, gather_reasks=3)
-    results, by_line = run(service, fake_clean, lines(1, "c"))
-    item = results[0]
-    assert item["attempts"] == 7
-    assert item["candidates_considered"] == 7
-    assert item["within_budget"] is False
-    assert item["success"] is True
-    reasks = [r for r in by_line[item["source"]] if r["reask"]]
+    # The fake holds each re-ask until three are there.
+    _, sent = stubborn_line(service, fake_clean, "c", gather_reasks=3)
+    reasks = [r for r in sent if r["reask"]]
     assert len(reasks) == 6
     assert all(r.get("gathered") for r in reasks[:3]), "the first round's candidates were not in flight together"
     assert fake_clean.stats()["max_in_flight"] >= 3
@@ -91,12 +98,9 @@ def test_a_reasked_lines_candidates_go_one_after_another_on_a_one_slot_engine(
     service_factory, fake_clean: FakeOllama
 ) -> None:
     service = service_factory(candidates=3, max_concurrency=1)
-    fake_clean.configure(parallel=1, seed_over_rate=1.0)
-    results, by_line = run(service, fake_clean, lines(1, "d"))
-    item = results[0]
-    assert item["attempts"] == 7
+    _, sent = stubborn_line(service, fake_clean, "d", parallel=1)
     assert fake_clean.stats()["max_in_flight"] == 1
-    sent = sorted(by_line[item["source"]], key=lambda r: r["t_start"])
+    sent = sorted(sent, key=lambda r: r["t_start"])
     for earlier, later in itertools.pairwise(sent):
         assert earlier["t_end"] is not None
         assert earlier["t_end"] <= later["t_start"]
