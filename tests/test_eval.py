@@ -129,7 +129,11 @@ def test_ctrl_c_keeps_what_was_measured(fake_clean: FakeOllama, tmp_path: Path) 
     fake_clean.configure(latency_s=0.2, parallel=1)
     out = tmp_path / "stopped"
     cmd, env = eval_cmd(fake_clean, out, "--models", INSTRUCT, "--languages", "ko")
-    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+    # Started the way a shell starts a background job: SIGINT ignored (the run must still stop on it).
+    proc = subprocess.Popen(
+        cmd, env=env, cwd=tmp_path, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )  # fmt: skip
     try:
         # The service keeps 4 calls in flight: the 8th call's arrival means at least 4 lines are done.
         assert wait_until(lambda: chat_calls(fake_clean) >= 8, timeout_s=120), "the run never reached the backend"
