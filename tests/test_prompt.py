@@ -123,6 +123,7 @@ def test_reask_names_the_problem_specifically() -> None:
 PROMPT_FINGERPRINTS = {
     "2026-12-01.1": "afa9a9d4ad344e811872200b253039d5f11a4b4bba2edb07e7181d515ee1d1d6",
     "2026-12-08.1": "2c894f5f1d1761f7d43c0c7aeaddcb8d9b9455a708da52052a892098eba64ef7",
+    "2026-12-08.2": "081a76eb5f67a632e7c18faf246743d65a370d5129572822be9d68e5c90c7550",
 }
 
 
