@@ -115,10 +115,15 @@ class BackendCallError(Exception):
     `retry_after`: the backend said when to come back (429/503 with Retry-After), in seconds.
     """
 
-    def __init__(self, kind: ErrorKind, message: str, *, retry_after: float | None = None) -> None:
+    def __init__(
+        self, kind: ErrorKind, message: str, *, retry_after: float | None = None, refused: bool = False
+    ) -> None:
         super().__init__(message)
         self.kind = kind
         self.retry_after = retry_after
+        # The connection could not even be opened (nothing listens: an engine restarting, or down). The
+        # request never reached the engine, so sending it again is safe; the breaker waits for a restart.
+        self.refused = refused
 
     @property
     def policy(self) -> KindPolicy:

@@ -163,6 +163,13 @@ class Settings(BaseSettings):
         description="How long calls fail at once after the breaker opened; then one probe call decides whether the "
         "backend is back.",
     )
+    breaker_restart_window_s: float = Field(
+        30.0,
+        ge=0,
+        description="How long an engine that refuses connections counts as restarting: meanwhile lines wait "
+        "(each until its own deadline) for a probe to find it back instead of failing breaker_open; after it, "
+        "calls fail at once for RETRANSLATE_BREAKER_COOLDOWN_S (0: never wait).",
+    )
     max_response_bytes: int = Field(
         1024 * 1024,
         ge=4096,

@@ -27,6 +27,8 @@ FAST = {
     # Services are shared across tests: a bound that followed one test's 1-slot fake would hold the next test
     # back. The tests of the adaptive bound (tests/test_engine_parallelism.py) turn it on for their own service.
     "adapt_concurrency": False,
+    # A backend a test stops stays down: lines wait this long for it to come back (the restart window).
+    "breaker_restart_window_s": 1.0,
 }
 
 

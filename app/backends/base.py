@@ -7,6 +7,7 @@ output fallback live, once for every engine: a backend module only says how to t
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -38,6 +39,9 @@ class ChatRequest:
     timeout_s: float
     # The answer's JSON schema, sent as structured output while the server accepts it.
     answer_schema: dict[str, Any] | None = None
+    # Loop time by which the line this call serves must be done: how long the call may wait for a
+    # restarting engine (the breaker's restart window). None: the call waits for no restart.
+    deadline: float | None = None
 
 
 @dataclass(frozen=True)
@@ -119,7 +123,12 @@ class BackendBase:
         self.settings = settings
         self.metrics = metrics
         self.name = name
-        self.breaker = Breaker(name, settings.breaker_failures, settings.breaker_cooldown_s)
+        self.breaker = Breaker(
+            name,
+            settings.breaker_failures,
+            settings.breaker_cooldown_s,
+            restart_window_s=settings.breaker_restart_window_s,
+        )
         # One bound for every call to this backend, from every request: the smaller of the setting and
         # the parallel slots the engine has, when we know them.
         self._limiter = Bound(settings.max_concurrency)
@@ -189,42 +198,54 @@ class BackendBase:
         concurrency bound, with structured output while the server accepts it. `on_send` runs under the
         slot right before the request goes out; it may refuse the call by raising BackendCallError (which
         then says nothing about the backend)."""
-        probe = await self.breaker.admit()
-        verdict = False
-        arrived = time.perf_counter()
-        try:
-            async with self._limiter:
-                service_wait = time.perf_counter() - arrived
-                self.breaker.recheck(probe)
-                if on_send is not None:
-                    on_send()
-                verdict = True
-                self.metrics.in_flight.inc()
-                started = time.perf_counter()
-                try:
-                    reply = await self._chat_structured(request)
-                finally:
-                    self.metrics.in_flight.dec()
-                    answered = time.perf_counter()
-                    self.metrics.backend_latency.observe(answered - started)
-                reply = replace(
-                    reply,
-                    timings=replace(reply.timings or CallTimings(), service_wait=service_wait),
-                    sent_at=started,
-                    answered_at=answered,
-                )
-                self._observe(reply)
-        except BackendCallError as exc:
-            if verdict:
-                self.breaker.record(exc.kind, probe, str(exc))
-            else:
+        deadline = None
+        if request.deadline is not None:
+            deadline = self.breaker.now() + request.deadline - asyncio.get_running_loop().time()
+        for _ in range(1000):  # bounded: a turn per probe that found the engine still restarting
+            probe = await self.breaker.admit(deadline)
+            verdict = False
+            sent_at = self.breaker.now()
+            arrived = time.perf_counter()
+            try:
+                async with self._limiter:
+                    service_wait = time.perf_counter() - arrived
+                    self.breaker.recheck(probe)
+                    if on_send is not None:
+                        on_send()
+                    verdict = True
+                    sent_at = self.breaker.now()
+                    self.metrics.in_flight.inc()
+                    started = time.perf_counter()
+                    try:
+                        reply = await self._chat_structured(request)
+                    finally:
+                        self.metrics.in_flight.dec()
+                        answered = time.perf_counter()
+                        self.metrics.backend_latency.observe(answered - started)
+                    reply = replace(
+                        reply,
+                        timings=replace(reply.timings or CallTimings(), service_wait=service_wait),
+                        sent_at=started,
+                        answered_at=answered,
+                    )
+                    self._observe(reply)
+            except BackendCallError as exc:
+                if not verdict:
+                    self.breaker.abandon(probe)
+                    if exc.kind is ErrorKind.BREAKER_OPEN and deadline is not None and self.breaker.restarting():
+                        continue  # it opened while this call waited for a slot: wait for its probe instead
+                    raise
+                self.breaker.record(exc.kind, probe, str(exc), sent_at=sent_at, refused=exc.refused)
+                if exc.refused and deadline is not None and self.breaker.restarting():
+                    # The request never reached the engine, still restarting: wait for the next probe.
+                    continue
+                raise
+            except BaseException:
                 self.breaker.abandon(probe)
-            raise
-        except BaseException:
-            self.breaker.abandon(probe)
-            raise
-        self.breaker.record(None, probe)
-        return reply
+                raise
+            self.breaker.record(None, probe)
+            return reply
+        raise BackendCallError(ErrorKind.BREAKER_OPEN, f"{self.name} kept refusing connections")
 
     async def _chat_structured(self, request: ChatRequest) -> ChatReply:
         if request.answer_schema is None or not self.structured:

@@ -70,6 +70,8 @@ def _transport_error(what: str, exc: BaseException, timeout_s: float | None) -> 
         return BackendCallError(ErrorKind.SERVER, f"{what}: the backend sent a malformed reply ({exc.message})")
     if isinstance(exc, aiohttp.ClientPayloadError):  # the body broke off (a reset mid-body)
         return BackendCallError(ErrorKind.CONNECTION, f"{what}: the reply broke off ({type(exc).__name__})")
+    if isinstance(exc, aiohttp.ClientConnectorError):  # nothing listens (yet): e.g. the engine restarting
+        return BackendCallError(ErrorKind.CONNECTION, f"{what} failed: {type(exc).__name__}: {exc}", refused=True)
     return BackendCallError(ErrorKind.CONNECTION, f"{what} failed: {type(exc).__name__}: {exc}")
 
 

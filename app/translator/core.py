@@ -384,6 +384,11 @@ class Translator:
             self.metrics.reasks.inc()
             messages = first + reask_messages(text, fitness, lang)
 
+    def _wait_deadline(self, batch: _Batch) -> float:
+        """How long a line may wait for a restarting engine: the request's deadline, else an item's bound."""
+        bound = asyncio.get_running_loop().time() + self.settings.item_timeout_s
+        return bound if batch.deadline is None else min(bound, batch.deadline)
+
     @staticmethod
     def _call_error(exc: BackendCallError, outcome: _Outcome) -> str:
         if exc.kind in (ErrorKind.BREAKER_OPEN, ErrorKind.SHUTTING_DOWN):
@@ -427,6 +432,7 @@ class Translator:
                 temperature=self.settings.temperature,
                 timeout_s=self.settings.request_timeout_s,
                 answer_schema=ANSWER_SCHEMA,
+                deadline=self._wait_deadline(batch),
             )
             reply = await handle.backend.chat(request, on_send)
             outcome.add_timings(reply.timings)

@@ -2021,3 +2021,62 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+class FakeOllamaProcess:
+    """The fake as its own process on a fixed port, to be killed (SIGKILL, calls in flight) and started
+    again on the same port, like an Ollama that updates or is quit and started from its tray."""
+
+    def __init__(self, port: int, **config: Any) -> None:
+        self.port = port
+        self.config = config
+        self.url = f"http://127.0.0.1:{port}"
+        self.proc: Any = None
+
+    def start(self, wait: bool = True) -> FakeOllamaProcess:
+        import subprocess
+
+        args = [sys.executable, "-m", "tests.servers.fake_ollama", "--host", "127.0.0.1", "--port", str(self.port)]
+        args += ["--config", json.dumps(self.config)]
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        env = {**os.environ, "PYTHONPATH": root}
+        self.proc = subprocess.Popen(args, cwd=root, env=env, stderr=subprocess.DEVNULL)
+        if wait:
+            self.wait_up()
+        return self
+
+    def wait_up(self, timeout_s: float = 30.0) -> None:
+        import urllib.request
+
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                with urllib.request.urlopen(f"{self.url}/api/version", timeout=2) as reply:
+                    if reply.status == 200:
+                        return
+            time.sleep(0.05)
+        raise RuntimeError(f"the fake did not come up on {self.url}")
+
+    def stats(self) -> dict[str, Any]:
+        import urllib.request
+
+        with urllib.request.urlopen(f"{self.url}/_fake/stats", timeout=5) as reply:
+            return dict(json.loads(reply.read()))
+
+    def kill(self) -> None:
+        """SIGKILL: the calls in flight break off, no goodbye."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(10)
+            self.proc = None
+
+    def restart(self) -> None:
+        """Killed and started again at once, on the same port."""
+        self.kill()
+        self.start(wait=False)
+
+    def __enter__(self) -> FakeOllamaProcess:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.kill()
