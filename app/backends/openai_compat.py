@@ -20,7 +20,7 @@ import openai
 import pydantic
 
 from app.backends.base import BackendBase, BackendKind, ChatReply, ChatRequest, Readiness
-from app.backends.http import JsonHttp, retry_after, too_large
+from app.backends.http import Inflater, JsonHttp, retry_after, too_large
 from app.backends.timings import from_llama_server
 from app.errors import BackendCallError, ErrorKind, error_for_status
 from app.metrics import Metrics
@@ -34,17 +34,21 @@ class _TooLarge(Exception):
 
 
 class _LimitedStream(httpx2.AsyncByteStream):
-    def __init__(self, inner: httpx2.AsyncByteStream, limit: int) -> None:
+    """The body, decoded here (not by httpx: it would inflate a bomb whole) and bounded after decoding."""
+
+    def __init__(self, inner: httpx2.AsyncByteStream, inflater: Inflater) -> None:
         self._inner = inner
-        self._limit = limit
+        self._inflater = inflater
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        size = 0
-        async for chunk in self._inner:
-            size += len(chunk)
-            if size > self._limit:
-                raise _TooLarge
-            yield chunk
+        try:
+            async for chunk in self._inner:
+                yield self._inflater.feed(chunk)
+            yield self._inflater.flush()
+        except BackendCallError as exc:
+            if exc.kind is ErrorKind.RESPONSE_TOO_LARGE:
+                raise _TooLarge from None
+            raise
 
     async def aclose(self) -> None:
         await self._inner.aclose()
@@ -58,16 +62,24 @@ class _LimitedTransport(httpx2.AsyncBaseTransport):
         self._limit = limit
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        request.headers["Accept-Encoding"] = "identity"  # a peer that compresses anyway: see _LimitedStream
         response = await self._inner.handle_async_request(request)
         declared = response.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self._limit:
             await response.aclose()
             raise _TooLarge
         assert isinstance(response.stream, httpx2.AsyncByteStream)
+        try:
+            inflater = Inflater(response.headers.get("content-encoding"), self._limit)
+        except BackendCallError:
+            await response.aclose()
+            raise
+        # Decoded here: httpx must not decode again, and the declared length was the encoded one.
+        headers = [(k, v) for k, v in response.headers.raw if k.lower() not in (b"content-encoding", b"content-length")]
         return httpx2.Response(
             response.status_code,
-            headers=response.headers,
-            stream=_LimitedStream(response.stream, self._limit),
+            headers=headers,
+            stream=_LimitedStream(response.stream, inflater),
             extensions=response.extensions,
             request=request,
         )
@@ -191,6 +203,8 @@ class OpenAICompatBackend(BackendBase):
         """The one mapping of the SDK's failures."""
         if isinstance(exc, _TooLarge):
             return too_large(self.settings.max_response_bytes)
+        if isinstance(exc, BackendCallError):
+            return exc
         if isinstance(exc, openai.APITimeoutError):
             return BackendCallError(ErrorKind.TIMEOUT, f"backend call timed out: {exc}")
         if isinstance(exc, openai.APIConnectionError):
