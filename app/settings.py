@@ -243,6 +243,23 @@ class Settings(BaseSettings):
     max_glossary_terms: int = Field(
         1_000, ge=0, description="Most glossary entries one request may carry (413 beyond)."
     )
+    max_glossary_term_chars: int = Field(
+        100, ge=1, description="Longest glossary source term accepted, in characters (422 beyond)."
+    )
+    max_glossary_rendering_chars: int = Field(
+        200, ge=1, description="Longest glossary rendering (target term) accepted, in characters (422 beyond)."
+    )
+    max_glossary_chars: int = Field(
+        20_000,
+        ge=0,
+        description="Most characters in a request's whole glossary, terms and renderings together (413 beyond).",
+    )
+    max_prompt_glossary_chars: int = Field(
+        1_000,
+        ge=0,
+        description="Most glossary characters put into one line's prompt: the longest matching terms first, the "
+        "rest left out, so a line's prompt stays about the size of its source whatever the glossary.",
+    )
     max_body_bytes: int = Field(
         16 * 1024 * 1024, ge=1024, description="Largest request body accepted, in bytes (413 beyond)."
     )

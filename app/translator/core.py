@@ -216,7 +216,7 @@ class Translator:
 
     def _prepare(self, job: Job, batch: _Batch, lang: Language) -> _Prepared:
         budget = length_budget(job.source, lang, job.max_length)
-        terms = glossary_for(job.source, glossary_terms(batch.glossary, lang))
+        terms = glossary_for(job.source, glossary_terms(batch.glossary, lang), self.settings.max_prompt_glossary_chars)
         handle = batch.handle
         key = cache_key(
             backend=handle.kind,
