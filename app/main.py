@@ -24,7 +24,7 @@ from fastapi_offline import FastAPIOffline
 from app.errors import register_exception_handlers
 from app.logs import configure_logging
 from app.metrics import Metrics
-from app.middleware import BodyLimitMiddleware, HostCheckMiddleware, RequestIdMiddleware
+from app.middleware import BodyLimitMiddleware, HostCheckMiddleware, MethodLabelMiddleware, RequestIdMiddleware
 from app.routes import router
 from app.security import require_api_key
 from app.service import Engine
@@ -138,6 +138,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     register_exception_handlers(app)
     app.include_router(router)
     metrics.instrument(app, [Depends(require_api_key)])
+    app.add_middleware(MethodLabelMiddleware)  # outside the instrumentator: it sees only known methods
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.cors_origins,
