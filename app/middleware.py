@@ -75,8 +75,16 @@ def _hostname(value: str) -> str:
     """`Host`/netloc without its port, lower case, no trailing dot: `[::1]:8642` -> `[::1]`."""
     value = value.strip().lower()
     if value.startswith("["):
-        return value[: value.find("]") + 1] if "]" in value else value
-    return value.rsplit(":", 1)[0].rstrip(".") if value.count(":") == 1 else value.rstrip(".")
+        # The whole header counts: after `]` only `:port` may follow (`[::1]evil.example` is not `[::1]`).
+        end = value.find("]") + 1
+        rest = value[end:]
+        if end and (rest == "" or (rest.startswith(":") and rest[1:].isdigit())):
+            return value[:end]
+        return value
+    if value.count(":") == 1:
+        name, port = value.split(":")
+        return name.rstrip(".") if port.isdigit() else value
+    return value.rstrip(".")
 
 
 def _shown(header: str) -> str:

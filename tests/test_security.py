@@ -212,7 +212,18 @@ def test_loopback_names_are_served(service: ServiceServer, host: str) -> None:
     assert httpx.get(f"{service.url}/health", headers={"Host": host}, timeout=10).status_code == 200
 
 
-@pytest.mark.parametrize("host", ["evil.example", "evil.example:8642", "127.0.0.1.nip.io", "192.168.1.5"])
+@pytest.mark.parametrize(
+    "host",
+    [
+        "evil.example",
+        "evil.example:8642",
+        "127.0.0.1.nip.io",
+        "192.168.1.5",
+        "[::1]evil.example",  # only the bracketed part was checked
+        "[::1]:8642evil",
+        "localhost:evil",
+    ],
+)
 def test_any_other_host_header_is_a_400_naming_the_setting(service: ServiceServer, host: str) -> None:
     for method, path in (("GET", "/health"), ("POST", "/retranslate")):
         response = httpx.request(method, f"{service.url}{path}", json=ONE, headers={"Host": host}, timeout=10)
