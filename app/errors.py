@@ -204,6 +204,12 @@ class PayloadTooLarge(ServiceError):
     status_code = 413
 
 
+class BodyTimeout(ServiceError):
+    """The client did not finish sending its body within RETRANSLATE_BODY_TIMEOUT_S."""
+
+    status_code = 408
+
+
 class InvalidRequest(ServiceError):
     """Well-formed JSON that breaks a rule or a limit. Always answered as 422 in the one documented
     shape, `detail: [{loc, msg, type}]` (the OpenAPI schema's HTTPValidationError)."""

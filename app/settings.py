@@ -263,6 +263,12 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         16 * 1024 * 1024, ge=1024, description="Largest request body accepted, in bytes (413 beyond)."
     )
+    body_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="How long a client may take to send its whole request body (408 beyond): a slow sender "
+        "cannot hold a connection and its buffers open.",
+    )
     shutdown_grace_s: float = Field(
         30.0,
         ge=0,

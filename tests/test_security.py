@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -388,3 +389,23 @@ def test_a_client_that_leaves_is_quiet(fake_clean: FakeOllama, path: str, body: 
     assert len(lines) == 1, log
     assert f'handler="{path}",method="POST",status="5xx"' not in metrics["text"]
     assert f'handler="{path}",method="POST",status="4xx"' in metrics["text"]
+
+
+def test_a_body_sent_too_slowly_gets_a_408(service_factory: ServiceFactory, fake_clean: FakeOllama) -> None:
+    """RETRANSLATE_BODY_TIMEOUT_S: a client that sends half its body and stalls is answered 408."""
+    service = service_factory(body_timeout_s=0.5)
+    body = b'{"tasks": [{"task_id": "s", "source": "\\u6162", "target_language": "ko"}]}'
+    with socket.create_connection(("127.0.0.1", service.port), timeout=30) as sock:
+        sock.sendall(
+            f"POST /retranslate HTTP/1.1\r\nHost: 127.0.0.1:{service.port}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body[:20]
+        )
+        answer = b""
+        while b"RETRANSLATE_BODY_TIMEOUT_S" not in answer:  # the rest is never sent; bounded by the timeout
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:300]
+    assert b"RETRANSLATE_BODY_TIMEOUT_S" in answer
