@@ -361,6 +361,23 @@ def test_user_and_model_text_cannot_forge_or_flood_log_lines(fake_clean: FakeOll
     assert max(len(line) for line in log.splitlines()) < 8000
 
 
+BIDI = "\u202e\u2066\u200f\u061c"
+
+
+def test_bidi_controls_from_a_subtitle_reach_the_log_escaped(fake_clean: FakeOllama) -> None:
+    """A right-to-left override in a task id, a source and a model's answer is logged as an escape."""
+    fake_clean.configure(raw_by_source={"双向": json.dumps({"tr": f"a{BIDI}b"})})
+
+    def work(url: str) -> None:
+        task = {"task_id": f"bidi{BIDI}id", "source": f"双向{BIDI}文字", "target_language": "en"}
+        assert httpx.post(f"{url}/retranslate", json={"tasks": [task]}, timeout=60).status_code == 200
+
+    log = _run_logged(fake_clean, work)
+    assert "bidi" in log  # the item was logged...
+    assert not any(ch in log for ch in BIDI), [line for line in log.splitlines() if any(c in line for c in BIDI)]
+    assert "\\u202e" in log  # ...with the override escaped
+
+
 @pytest.mark.parametrize(
     ("path", "body"),
     [
