@@ -270,9 +270,34 @@ def printable(value: Any) -> str:
     return text
 
 
+# Every marker one of the editor's parsers looks for. Task text printed anywhere must not hold one: a source
+# holding "FINAL RESULTS (JSON)" made the /translate-text route start reading at a progress line, one holding
+# "[Results]" made the translation stage's regex start there. In the list the JSON string keeps its value
+# (an escape); in a line for people the look-alike keeps its sense.
+_MARKERS_IN_JSON = (
+    (RESULTS_END, "[\\/Results]"),
+    (RESULTS_START, "\\u005bResults]"),
+    ("FINAL RESULTS", "FINAL\\u0020RESULTS"),
+    ("翻译结果（JSON）", "翻译结果\\uff08JSON）"),
+)
+_MARKERS_IN_TEXT = (
+    (RESULTS_END, "［/Results］"),
+    (RESULTS_START, "［Results］"),
+    ("FINAL RESULTS", "FINAL\u00a0RESULTS"),
+    ("翻译结果（JSON）", "翻译结果(JSON)"),
+)
+
+
+def defuse_markers(text: str, table: Sequence[tuple[str, str]] = _MARKERS_IN_TEXT) -> str:
+    for marker, harmless in table:
+        text = text.replace(marker, harmless)
+    return text
+
+
 def one_line(text: Any, limit: int) -> str:
-    """`text` on one line (every kind of line break and run of spaces becomes one space), cut at `limit`."""
-    flat = " ".join(printable(text).split())
+    """`text` on one line (every kind of line break and run of spaces becomes one space), cut at `limit`,
+    no editor marker left in it."""
+    flat = defuse_markers(" ".join(printable(text).split()))
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
@@ -312,8 +337,9 @@ def render_list(items: list[Item]) -> str:
     """Pretty-printed, one field per line: every caller's parser accepts it, no line nears 64 KiB, and no
     line inside the list starts with `[` (the live caller looks for the last such line)."""
     text = json.dumps(items, ensure_ascii=False, indent=2).translate(_LINE_BREAKS_IN_STRINGS)
-    # "[/Results]" inside a value would end the translation stage's regex early; "\/" is the same string.
-    return text.replace(RESULTS_END, "[\\/Results]")
+    # A marker inside a value would move an editor parser's start or end (see _MARKERS_IN_JSON); escaped, the
+    # string is the same. Markers can only be inside strings here: the keys are ours.
+    return defuse_markers(text, _MARKERS_IN_JSON)
 
 
 def print_results(items: list[Item], results_block: bool) -> None:

@@ -413,3 +413,35 @@ def test_the_same_config_gives_the_same_outcomes_three_ways(
     assert {r["error_code"] for r in first if not r["success"]} == {"invalid_task"}
     for way, results in lists.items():
         assert results == first, way
+
+
+MARKER_SOURCES = [
+    "他说FINAL RESULTS (JSON)然后走了",
+    "屏幕上写着FINAL RESULTS",
+    "翻译结果（JSON）在这里",
+    "[Results]开始了",
+    "结束[/Results]了",
+    "[第一行\n[第二行",
+]
+
+
+async def test_marker_text_in_tasks_does_not_confuse_the_editors_parsers(
+    service: ServiceServer, fake_clean: FakeOllama, tmp_path: Path
+) -> None:
+    """Every marker an editor parser looks for, in task ids and sources (printed in the progress lines and in
+    both lists): the five call sites' own parsing code reads back exactly the results."""
+    tasks = [task(f"retrans-{i}", s, "ko") for i, s in enumerate(MARKER_SOURCES)]
+    tasks.append(task("retrans-FINAL RESULTS (JSON)", "标记在编号里", "ko"))
+    config = write_config(tmp_path, {"tasks": tasks, "model": "qwen2.5:32b"})
+    env = env_for(service.url, fake_clean, RETRANSLATE_PYTHON=str(tmp_path / "no-python"))
+    expected = [(t["task_id"], translate(t["source"], "ko")) for t in tasks]
+    # The live caller and backend/main.py: the last line starting with `[`, to the end.
+    results, output = live_caller(drop_in(str(config)), env, tmp_path)
+    assert [(r["task_id"], r["translation"]) for r in results] == expected
+    # The translation stage and the legacy batch route: the [Results] regex (and asyncio's 64 KiB lines).
+    staged, _ = await translation_stage(drop_in(str(config)), env, tmp_path)
+    assert [(r["task_id"], r["translation"]) for r in staged] == expected
+    # /translate-text: after the FINAL RESULTS (JSON) line, skipping `=` lines.
+    routed = single_line_route(drop_in(str(config)), env, tmp_path)
+    assert [(r["task_id"], r["translation"]) for r in routed] == expected
+    assert results_block_parse(output) == results
