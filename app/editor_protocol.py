@@ -687,23 +687,52 @@ def translate_via_service(
         return Outcome()
     installed = [str(m) for m in models.get("models") or []]
     choice = choose_model(config_model, installed, not args.no_model_fallback)
-    body: dict[str, Any] = {
-        "tasks": [task for _, task in pending],
-        "deadline_s": deadline.for_work(),
-        "unload_after": not args.keep_loaded,
-    }
-    if choice.name is not None:
-        body["model"] = choice.name
     outcome = Outcome(model_line=model_line(choice.name, choice.reason, None))
+    # A config bigger than the service takes in one request goes in batches, in order, under the one deadline;
+    # the model is unloaded after the last only.
+    size = _batch_size(models.get("max_tasks"))
+    for start in range(0, len(pending), size):
+        chunk = pending[start : start + size]
+        last = start + size >= len(pending)
+        body: dict[str, Any] = {
+            "tasks": [task for _, task in chunk],
+            "deadline_s": deadline.for_work(),
+            "unload_after": last and not args.keep_loaded,
+        }
+        if choice.name is not None:
+            body["model"] = choice.name
+        if not _stream_batch(client, batch, chunk, body, choice, outcome, deadline) or deadline.remaining() <= 0:
+            break
+    return outcome
+
+
+def _batch_size(max_tasks: Any) -> int:
+    """The service's RETRANSLATE_MAX_TASKS from /models (an older service does not say: its default)."""
+    if isinstance(max_tasks, int) and not isinstance(max_tasks, bool) and max_tasks > 0:
+        return max_tasks
+    return 10_000
+
+
+def _stream_batch(
+    client: ServiceClient,
+    batch: Batch,
+    pending: list[tuple[int, dict[str, Any]]],
+    body: dict[str, Any],
+    choice: ModelChoice,
+    outcome: Outcome,
+    deadline: Deadline,
+) -> bool:
+    """One request's tasks through POST /retranslate/stream; False when the run cannot go on (the connection
+    was lost: every unfinished line failed, naming it; or the deadline passed)."""
     conn, response = client.open("POST", "/retranslate/stream", body, deadline.remaining())
     lost: str | None = None
+    finished = False
     try:
         if response.status != 200:
             raise NoResults("no backend can translate: " + http_detail(response.status, response.read()))
         # A reader thread, so that waiting for the next line is bounded by the deadline.
         lines: queue.Queue[Any] = queue.Queue()
         threading.Thread(target=_read_lines, args=(response, lines), daemon=True).start()
-        finished = False
         while not finished:
             try:
                 line = lines.get(timeout=max(deadline.remaining(), 0.01))
@@ -743,7 +772,8 @@ def translate_via_service(
             "service_lost",
             report=True,
         )
-    return outcome
+        return False
+    return finished
 
 
 def no_service_notice(url: str, problem: str) -> str:

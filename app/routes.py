@@ -230,7 +230,7 @@ async def languages() -> list[LanguageInfo]:
 @api.get(
     "/models", summary="Models the backend has, the one a request without a model gets, and whether it is the demo"
 )
-async def models(engine: EngineDep) -> dict[str, Any]:
+async def models(engine: EngineDep, settings: SettingsDep) -> dict[str, Any]:
     available = await engine.selector.available_models()
     health = await engine.selector.health()
     return {
@@ -239,6 +239,8 @@ async def models(engine: EngineDep) -> dict[str, Any]:
         "models": available,
         "backend": engine.selector.current.kind if engine.selector.current else "none",
         "demo_model": engine.selector.demo,
+        # The most tasks one request may carry: the drop-in and the CLI split a bigger config into batches.
+        "max_tasks": settings.max_tasks,
     }
 
 

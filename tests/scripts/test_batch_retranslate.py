@@ -445,3 +445,19 @@ async def test_marker_text_in_tasks_does_not_confuse_the_editors_parsers(
     routed = single_line_route(drop_in(str(config)), env, tmp_path)
     assert [(r["task_id"], r["translation"]) for r in routed] == expected
     assert results_block_parse(output) == results
+
+
+def test_a_config_over_the_services_max_tasks_goes_in_batches_in_order(
+    service: ServiceServer, fake_clean: FakeOllama, tmp_path: Path
+) -> None:
+    """25,000 tasks against a service that takes 10,000 per request: three requests, every result, in order."""
+    sources = [f"第{i}句" for i in range(25_000)]
+    tasks = [task(f"retrans-{i}", s, "ko") for i, s in enumerate(sources)]
+    config = write_config(tmp_path, {"tasks": tasks, "num_processes": 1})
+    env = env_for(service.url, fake_clean, RETRANSLATE_PYTHON=str(tmp_path / "no-python"))
+    results, output = live_caller(drop_in(str(config)), env, tmp_path)
+    assert [r["task_id"] for r in results] == [t["task_id"] for t in tasks]
+    assert [r["translation"] for r in results] == [translate(s, "ko") for s in sources]
+    streams = [r for r in fake_clean.stats()["requests"] if r["path"] == "/api/chat"]
+    assert len(streams) == 25_000
+    assert fake_clean.stats()["unloads"] == ["qwen3:4b-instruct-2507-q4_K_M"]  # once, after the last batch
