@@ -455,7 +455,7 @@ def test_a_config_over_the_services_max_tasks_goes_in_batches_in_order(
     tasks = [task(f"retrans-{i}", s, "ko") for i, s in enumerate(sources)]
     config = write_config(tmp_path, {"tasks": tasks, "num_processes": 1})
     env = env_for(service.url, fake_clean, RETRANSLATE_PYTHON=str(tmp_path / "no-python"))
-    results, output = live_caller(drop_in(str(config)), env, tmp_path)
+    results, _ = live_caller(drop_in(str(config)), env, tmp_path)
     assert [r["task_id"] for r in results] == [t["task_id"] for t in tasks]
     assert [r["translation"] for r in results] == [translate(s, "ko") for s in sources]
     streams = [r for r in fake_clean.stats()["requests"] if r["path"] == "/api/chat"]
