@@ -32,6 +32,19 @@ def in_flight(fake: FakeOllamaProcess) -> int:
         return 0
 
 
+def post_in_background(service: ServiceServer, body: dict[str, Any]) -> tuple[threading.Thread, dict[str, Any]]:
+    """POST /retranslate on a thread of its own; the answer lands in the dict as "response"."""
+    answer: dict[str, Any] = {}
+
+    def post() -> None:
+        with httpx.Client(base_url=service.url, timeout=120) as client:
+            answer["response"] = client.post("/retranslate", json=body)
+
+    poster = threading.Thread(target=post)
+    poster.start()
+    return poster, answer
+
+
 def test_an_engine_killed_and_started_again_at_once_loses_no_line() -> None:
     port = free_port()
     # Calls take a while, so that 4 are in flight when the engine is killed.
@@ -46,14 +59,7 @@ def test_an_engine_killed_and_started_again_at_once_loses_no_line() -> None:
     )
     service = ServiceServer(settings).start()
     try:
-        answer: dict[str, Any] = {}
-
-        def post() -> None:
-            with httpx.Client(base_url=service.url, timeout=120) as client:
-                answer["response"] = client.post("/retranslate", json=tasks("r"))
-
-        poster = threading.Thread(target=post)
-        poster.start()
+        poster, answer = post_in_background(service, tasks("r"))
         assert wait_until(lambda: in_flight(fake) == 4, 30), "4 calls never were in flight together"
         fake.restart()  # SIGKILL with 4 calls in flight, started again at once on the same port
         poster.join(120)
@@ -77,14 +83,7 @@ def test_an_engine_really_down_still_fails_fast_after_the_restart_window() -> No
     )
     service = ServiceServer(settings).start()
     try:
-        answer: dict[str, Any] = {}
-
-        def post() -> None:
-            with httpx.Client(base_url=service.url, timeout=120) as client:
-                answer["response"] = client.post("/retranslate", json=tasks("d"))
-
-        poster = threading.Thread(target=post)
-        poster.start()
+        poster, answer = post_in_background(service, tasks("d"))
         assert wait_until(lambda: in_flight(fake) == 4, 30)
         fake.kill()  # and never started again
         poster.join(120)
