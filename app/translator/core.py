@@ -260,7 +260,7 @@ class Translator:
         if joined:
             self.metrics.dedup_joins.inc()
         try:
-            outcome = await Flights.wait(flight, batch.deadline)
+            outcome = await self._flights.wait(flight, batch.deadline)
         except TimeoutError:
             progress = flight.progress
             never = "" if progress.attempts else " (it never reached the backend)"
