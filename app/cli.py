@@ -9,6 +9,7 @@ with `--url`, sends it to a running service.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sys
 import warnings
@@ -95,8 +96,12 @@ async def _in_process(
             await engine.retranslate(body, lease, on_result=on_result)
     except TimeoutError:
         pass  # the unfinished items fail with the deadline's reason
-    # Even after an overrun, the unload gets its reserve: a model left loaded makes voice cloning run out of
-    # GPU memory.
+    finally:
+        # Even after an overrun, the unload gets its reserve: a model left loaded makes voice cloning run
+        # out of GPU memory.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(max(deadline.remaining(), deadline.reserve)):
+                await engine.release(lease, unload=body.unload_after)
     await engine.settle(max(deadline.remaining(), deadline.reserve))
     return outcome
 

@@ -100,6 +100,8 @@ async def retranslate(body: RetranslateRequest, engine: EngineDep, settings: Set
         return await until_disconnect(request, engine.retranslate(body, lease))
     except ClientGone:
         return Response(status_code=499)  # nobody is listening; the status is for the access log
+    finally:
+        await engine.release(lease, unload=body.unload_after)
 
 
 @api.post(
@@ -150,7 +152,10 @@ async def retranslate_stream(body: RetranslateRequest, engine: EngineDep, settin
         finally:
             # Starlette closes this generator when the client disconnects: stop the work with it.
             worker.cancel()
-            await asyncio.shield(lease.release())
+            try:
+                await asyncio.wait({worker})  # its batch ends before the lease does
+            finally:
+                await engine.release(lease, unload=body.unload_after)
 
     return StreamingResponse(stream(), media_type="application/x-ndjson", headers={"Cache-Control": "no-store"})
 
@@ -173,7 +178,7 @@ async def translate_text(body: TranslateTextRequest, engine: EngineDep, settings
     check_limits(batch, settings)
     lease = await engine.acquire(body.model)
     if lease.handle.demo and not body.allow_demo:
-        await lease.release()
+        await engine.release(lease, unload=False)
         raise DemoRefused(
             "the packaged demo model answers here (no Ollama was found): its translations are poor and must not "
             "go into a dub. For real use install Ollama and `ollama pull qwen3:4b-instruct-2507-q4_K_M`; to get "
@@ -183,6 +188,8 @@ async def translate_text(body: TranslateTextRequest, engine: EngineDep, settings
         response = await until_disconnect(request, engine.retranslate(batch, lease))
     except ClientGone:
         return Response(status_code=499)
+    finally:
+        await engine.release(lease, unload=batch.unload_after)
     item = response.results[0]
     if not item.success or item.translation is None:
         kind = ErrorKind(item.error_code) if item.error_code else ErrorKind.INTERNAL

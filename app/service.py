@@ -61,31 +61,37 @@ class Engine:
         """The handle a batch will run on; raises 503-mapped errors that say how to fix the backend."""
         return await self.selector.acquire(model)
 
+    async def release(self, lease: Lease, *, unload: bool) -> None:
+        """End a batch's hold on its backend, unloading the model when the batch asked to. Whoever acquired
+        the lease calls this, once the work is over or cancelled. Shielded: a cancelled caller still
+        releases (and unloads: voice cloning runs next on the same GPU); `settle` waits for it."""
+        release = asyncio.ensure_future(lease.release(unload=unload))
+        self._releases.add(release)
+        release.add_done_callback(self._releases.discard)
+        await asyncio.shield(release)
+
     async def retranslate(
         self, body: RetranslateRequest, lease: Lease | None = None, on_result: ResultCallback | None = None
     ) -> RetranslateResponse:
         """Run one batch. `lease` comes from `acquire` when the caller needed to know before starting
-        (a stream answers 503 before its first byte); the batch always releases it."""
+        (a stream answers 503 before its first byte): that caller releases it. Without one, the batch
+        acquires and releases its own."""
         if lease is None:
-            lease = await self.acquire(body.model)
+            own = await self.acquire(body.model)
+            try:
+                return await self.retranslate(body, own, on_result)
+            finally:
+                await self.release(own, unload=body.unload_after)
         handle = lease.handle
         jobs = [Job(t.task_id, t.source, t.target_language, t.max_length, t.context) for t in body.tasks]
-        try:
-            results, summary = await self.translator.run(
-                jobs,
-                handle,
-                deadline_s=body.deadline_s,
-                glossary=body.glossary,
-                use_cache=body.use_cache,
-                on_result=on_result,
-            )
-        finally:
-            # Voice cloning runs next on the same GPU: free it even when the batch failed or its client left
-            # (shielded: a cancelled batch still releases; `settle` waits for it).
-            release = asyncio.ensure_future(lease.release(unload=body.unload_after))
-            self._releases.add(release)
-            release.add_done_callback(self._releases.discard)
-            await asyncio.shield(release)
+        results, summary = await self.translator.run(
+            jobs,
+            handle,
+            deadline_s=body.deadline_s,
+            glossary=body.glossary,
+            use_cache=body.use_cache,
+            on_result=on_result,
+        )
         return RetranslateResponse(
             model=handle.model_answering,
             backend=handle.kind,

@@ -38,7 +38,10 @@ async def one_form(engine: Engine, lang: str, structured: bool) -> dict[str, Any
         tasks=[Task(task_id=f"{lang}{i}", source=s, target_language=lang) for i, s in enumerate(ENGINE_LINES)],
         use_cache=False,
     )
-    response = await engine.retranslate(body, lease)
+    try:
+        response = await engine.retranslate(body, lease)
+    finally:
+        await engine.release(lease, unload=False)
     after = _calls(engine)
     calls = {label: after.get(label, 0) - before.get(label, 0) for label in after}
     results = response.results
