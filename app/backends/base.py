@@ -75,6 +75,9 @@ class Readiness:
     version: str | None = None
     # None: the backend does not list its models (some OpenAI-compatible servers).
     models: frozenset[str] | None = None
+    # False: it can translate once its engine is started again (the embedded engine after an unload): a
+    # batch never reuses such a check, it starts the engine first.
+    serving: bool = True
     checked_at: float = field(default_factory=time.monotonic)
 
 

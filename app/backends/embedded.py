@@ -11,6 +11,7 @@ uses it any more.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import importlib.metadata
 import logging
@@ -103,6 +104,7 @@ class EmbeddedBackend(OpenAICompatBackend):
         self.process: ManagedProcess | None = None
         # Stopped on purpose after it ran (a batch asked to unload): ready, the next batch starts it again.
         self.unloaded = False
+        self._stopping: asyncio.Future[None] | None = None
 
     def _argv(self, binary: Path) -> list[str]:
         slots = self.settings.max_concurrency
@@ -122,6 +124,8 @@ class EmbeddedBackend(OpenAICompatBackend):
 
     async def ensure_up(self) -> Readiness:
         """Start the server if it is not running (requests wait for the model to load; /health does not)."""
+        if self._stopping is not None and not self._stopping.done():
+            await asyncio.shield(self._stopping)  # its port and memory are free only once it has exited
         try:
             self.breaker.check()
             if self.process is None or self.process.state is ProcessState.STOPPED:
@@ -158,8 +162,9 @@ class EmbeddedBackend(OpenAICompatBackend):
             return self.last
         process = self.process
         if process is None and self.unloaded and self.model_path.is_file():
-            # An unloaded model is ready, not degraded: a container health check on /ready must not flap.
-            self.last = Readiness(True, models=frozenset({self.alias}))
+            # An unloaded model is ready, not degraded: a container health check on /ready must not flap. Not
+            # serving, though: a batch starts the engine first (after the stop in progress, if any, is over).
+            self.last = Readiness(True, models=frozenset({self.alias}), serving=False)
         elif process is None or process.state is ProcessState.STOPPED:
             self.last = Readiness(False, problem="the embedded llama-server is not started yet")
         elif process.state is not ProcessState.RUNNING:
@@ -171,18 +176,16 @@ class EmbeddedBackend(OpenAICompatBackend):
             self.last = Readiness(True, models=frozenset({self.alias}))
         return self.last
 
-    @property
-    def starting(self) -> bool:
-        return self.process is not None and self.process.state in (ProcessState.STARTING, ProcessState.RESTARTING)
-
     async def stop_engine(self) -> None:
         """Free the model's memory (the process), e.g. after a batch that asked to unload; the next batch
-        starts it again on the same port."""
+        starts it again on the same port, once this stop is over."""
         if self.process is not None:
             process, self.process = self.process, None
             self.unloaded = process.state is ProcessState.RUNNING
             log.info("stopping the embedded llama-server to free its memory")
-            await process.stop()
+            self._stopping = asyncio.ensure_future(process.stop())
+        if self._stopping is not None:
+            await asyncio.shield(self._stopping)
 
     def describe(self) -> dict[str, Any]:
         process = self.process

@@ -202,9 +202,12 @@ class Selector:
         """For a request: fresh readiness, starting the engine when allowed (the request waits for it)."""
         checks = self._checks_for(backend)
         fresh = checks.fresh()
-        if fresh is not None and fresh.ok:
+        if fresh is not None and fresh.ok and fresh.serving:
             return fresh
-        return await checks.run(backend.ensure_up)
+        readiness = await checks.run(backend.ensure_up)
+        if readiness.ok and not readiness.serving:  # it joined a /health probe: start the engine now
+            readiness = await checks.run(backend.ensure_up)
+        return readiness
 
     async def _probe(self, backend: Backend) -> Readiness:
         """For /health: cheap, never waits for a start or a model load in progress."""
@@ -373,8 +376,10 @@ class Selector:
         if self._leases.get(id(backend)):
             return
         self._stop_when_idle.discard(id(backend))
-        await backend.stop_engine()
+        # Before the stop, not after: while it runs (seconds), a batch must not be handed an engine that is
+        # going away; it starts the next one instead (which waits for this stop to end).
         self._checks_for(backend).last = None
+        await backend.stop_engine()
 
     def note_thinking(self, model: str) -> None:
         if not self.model_thinks.get(model):
