@@ -98,7 +98,10 @@ class Settings(BaseSettings):
         30.0, gt=0, description="How long a spawned `ollama serve` may take to answer."
     )
     pull_missing_model: bool = Field(
-        False, description="Pull the default model at startup when Ollama does not have it."
+        False,
+        description="Pull the default model at startup when Ollama does not have it: RETRANSLATE_MODEL, or "
+        "with no model named the recommended qwen3:4b-instruct-2507-q4_K_M when no model of the preference "
+        "list is installed.",
     )
     keep_alive: str | None = Field(
         None,

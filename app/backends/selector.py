@@ -137,14 +137,13 @@ class Selector:
             self.startup_problem = f"backend check failed: {exc}"
             return
         log.warning("backend in use: %s (%s)", backend.kind.upper(), self._describe_line(backend))
-        if isinstance(backend, OllamaBackend) and self.settings.model and self.settings.pull_missing_model:
+        if isinstance(backend, OllamaBackend) and self.settings.pull_missing_model:
             readiness = self._checks_for(backend).last
-            if (
-                readiness
-                and readiness.models is not None
-                and first_installed([self.settings.model], readiness.models) is None
-            ):
-                await self._pull(backend, self.settings.model)
+            # The default model: the one named, else the first installed of the preference list; when none of
+            # that list is installed, the recommended one is what to pull.
+            wanted = [self.settings.model] if self.settings.model else list(MODEL_PREFERENCE)
+            if readiness and readiness.models is not None and first_installed(wanted, readiness.models) is None:
+                await self._pull(backend, self.settings.model or RECOMMENDED_MODEL)
         try:
             choice = await self._choose_model(backend, None, refresh=False)
         except ModelUnavailable as exc:
