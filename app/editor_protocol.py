@@ -33,7 +33,7 @@ import socket
 import sys
 import threading
 import time
-from typing import Any, Dict, Iterable, NamedTuple, Sequence
+from typing import Any, Dict, Iterable, Mapping, NamedTuple, Sequence
 from urllib.parse import urlsplit
 
 Item = Dict[str, Any]
@@ -540,13 +540,44 @@ def cli_flags(args: argparse.Namespace) -> list[str]:
     return flags
 
 
-def deadline_seconds(args: argparse.Namespace, default: float | None = None) -> float:
+def read_env_file(path: str) -> dict[str, str]:
+    """The `KEY=VALUE` lines of the service's `.env` (the file its settings read), for the drop-in, which
+    cannot import the settings: blank lines and `#` comments skipped, an `export ` prefix and matching quotes
+    around a value removed, a ` #` comment after an unquoted value dropped. A missing or unreadable file
+    is an empty one."""
+    values: dict[str, str] = {}
+    try:
+        with open(path, encoding="utf-8") as file:
+            lines = file.read().splitlines()
+    except (OSError, UnicodeDecodeError):
+        return values
+    for raw in lines:
+        line = raw.strip()
+        if line.startswith("export "):
+            line = line[len("export ") :].lstrip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, value = (part.strip() for part in line.split("=", 1))
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        elif " #" in value:
+            value = value.split(" #", 1)[0].rstrip()
+        values[key] = value
+    return values
+
+
+def deadline_seconds(
+    args: argparse.Namespace, default: float | None = None, env: Mapping[str, str] | None = None
+) -> float:
+    """--deadline, else `default` (the CLI's setting), else RETRANSLATE_CLI_DEADLINE_S from `env` (the
+    environment unless given)."""
     if args.deadline is not None:
         return float(args.deadline)
     if default is not None:
         return default
+    env = os.environ if env is None else env
     try:
-        value = float(os.environ.get("RETRANSLATE_CLI_DEADLINE_S") or DEFAULT_DEADLINE_S)
+        value = float(env.get("RETRANSLATE_CLI_DEADLINE_S") or DEFAULT_DEADLINE_S)
     except ValueError:
         return DEFAULT_DEADLINE_S
     return value if value > 0 and math.isfinite(value) else DEFAULT_DEADLINE_S

@@ -10,7 +10,8 @@ Everything about the editor's protocol (the config, the model choice, the output
 file cannot drift.
 
 1. When the retranslate service answers (RETRANSLATE_URL, default http://127.0.0.1:8642; RETRANSLATE_API_KEY
-   is sent as a bearer token when set), the work goes there (POST /retranslate/stream, for progress).
+   is sent as a bearer token when set), the work goes there (POST /retranslate/stream, for progress). These
+   and RETRANSLATE_CLI_DEADLINE_S come from the environment, else from the checkout's `.env`, as for the CLI.
 2. Otherwise the in-process CLI runs with the service's own interpreter (RETRANSLATE_PYTHON, else the
    project's .venv) as `python -m app.cli CONFIG.json ...`; its output passes through.
 3. Whatever fails, the output ends the same way: one line saying what happened and how to fix it, then the
@@ -109,7 +110,9 @@ def run(protocol: ModuleType, argv: Optional[List[str]]) -> int:
         argv,
         url_help=f"the service's URL (default: RETRANSLATE_URL, else {protocol.DEFAULT_URL})",
     )
-    deadline = protocol.Deadline(protocol.deadline_seconds(args))
+    # Like the CLI and the service: the environment first, then the checkout's .env (one key for all).
+    env = {**protocol.read_env_file(os.path.join(REPO, ".env")), **os.environ}
+    deadline = protocol.Deadline(protocol.deadline_seconds(args, env=env))
     try:
         config = protocol.read_config(args.config)
     except protocol.ConfigError as exc:
@@ -118,9 +121,9 @@ def run(protocol: ModuleType, argv: Optional[List[str]]) -> int:
     if not batch.pending():
         return int(protocol.finish_run(batch, protocol.Outcome(), args, deadline))
 
-    url = (args.url or os.environ.get("RETRANSLATE_URL") or protocol.DEFAULT_URL).rstrip("/")
+    url = (args.url or env.get("RETRANSLATE_URL") or protocol.DEFAULT_URL).rstrip("/")
     try:
-        client = protocol.ServiceClient(url, os.environ.get("RETRANSLATE_API_KEY"))
+        client = protocol.ServiceClient(url, env.get("RETRANSLATE_API_KEY") or None)
         outcome = protocol.translate_via_service(client, batch, config.get("model"), args, deadline)
     except protocol.NoResults as exc:
         outcome = protocol.Outcome(notice=str(exc))

@@ -413,3 +413,21 @@ def test_the_same_config_gives_the_same_outcomes_three_ways(
     assert {r["error_code"] for r in first if not r["success"]} == {"invalid_task"}
     for way, results in lists.items():
         assert results == first, way
+
+
+def test_the_api_key_kept_only_in_the_checkouts_env_file(
+    service_factory: ServiceFactory, fake_clean: FakeOllama, tmp_path: Path
+) -> None:
+    """The service reads its key from .env: the drop-in of the same checkout reads it there too (it used to
+    send none, and the 401 came out as "no backend can translate")."""
+    service = service_factory(api_key="key-in-dotenv")
+    script = checkout_copy(tmp_path, venv=False)
+    (script.parent.parent / ".env").write_text(
+        '# the service\'s settings\nexport RETRANSLATE_API_KEY="key-in-dotenv"\nRETRANSLATE_CLI_DEADLINE_S=300 # s\n',
+        encoding="utf-8",
+    )
+    config = write_config(tmp_path, {"tasks": LIVE_TASKS[:1]})
+    env = env_for(service.url, fake_clean, RETRANSLATE_PYTHON=str(tmp_path / "no-python"))  # no key in it
+    assert "RETRANSLATE_API_KEY" not in env
+    results = single_line_route([*editor_python(), str(script), str(config)], env, tmp_path)
+    assert [r["translation"] for r in results] == [translate("是个小包工头", "ko")]
