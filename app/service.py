@@ -25,7 +25,7 @@ class Engine:
     def __init__(self, settings: Settings, metrics: Metrics | None = None, *, allow_autostart: bool = True) -> None:
         self.settings = settings
         self.metrics = metrics if metrics is not None else Metrics()
-        self.cache = ResultCache(settings.cache_size, settings.cache_path)
+        self.cache = ResultCache(settings.cache_size, settings.cache_path, settings.cache_max_rows)
         self.selector = Selector(settings, self.metrics, allow_autostart=allow_autostart)
         self.translator = Translator(settings, self.cache, self.metrics, on_thinking=self.selector.note_thinking)
         self._releases: set[asyncio.Future[None]] = set()
@@ -47,7 +47,7 @@ class Engine:
             await self.translator.close()
             await self.selector.close()
         finally:
-            self.cache.close()
+            await self.cache.close()
 
     async def settle(self, timeout_s: float) -> None:
         """Wait (bounded) for batches' releases and unloads still running, e.g. after a cancelled batch."""

@@ -199,6 +199,12 @@ class Settings(BaseSettings):
 
     # --- cache ------------------------------------------------------------------------------------------
     cache_size: int = Field(10_000, ge=0, description="Good results kept in memory (LRU); 0 turns the cache off.")
+    cache_max_rows: int = Field(
+        100_000,
+        ge=1,
+        description="Most results the SQLite file (RETRANSLATE_CACHE_PATH) keeps: beyond it the oldest are "
+        "deleted as new ones are written.",
+    )
     cache_path: Path | None = Field(
         None,
         description="SQLite file that keeps cached results across restarts (relative paths resolve "

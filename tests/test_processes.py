@@ -108,7 +108,8 @@ async def test_a_start_asked_for_during_the_restart_backoff_spawns_no_second_chi
     try:
         await process.ensure_running()
         first = process.pid
-        assert first is not None and spawned() == [first]
+        assert first is not None
+        assert spawned() == [first]
         os.kill(first, signal.SIGKILL)
         assert await await_until(lambda: process.state is ProcessState.RESTARTING)  # the watchdog's backoff
         await process.ensure_running()  # a request comes in meanwhile
