@@ -1,13 +1,16 @@
-"""The service's one entry point for a batch: choose the backend and model, run, unload.
+"""The service's one door: choose the backend and model, run a batch, unload; health, models, the docs
+summary, leaving Ollama running.
 
-The HTTP routes and the CLI both go through `Engine.retranslate`; the lifespan (or the CLI) creates one
-`Engine` and closes it, stopping in reverse order whatever it started.
+The HTTP routes, the CLI and the lifespan use only `RetranslateService` (never the selector or a backend
+behind it); the lifespan (or the CLI) creates one and closes it, stopping in reverse order whatever it
+started. ("Engine" means only the LLM server: Ollama, llama-server.)
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from app import langid
 from app.backends import Lease, Selector
@@ -21,7 +24,7 @@ from app.translator.core import ResultCallback
 log = logging.getLogger(__name__)
 
 
-class Engine:
+class RetranslateService:
     def __init__(self, settings: Settings, metrics: Metrics | None = None, *, allow_autostart: bool = True) -> None:
         self.settings = settings
         self.metrics = metrics if metrics is not None else Metrics()
@@ -56,6 +59,42 @@ class Engine:
 
     def drain(self, grace_s: float) -> None:
         self.translator.drain(grace_s)
+
+    # --- what the routes and the CLI ask -----------------------------------------------------------------
+
+    async def health(self) -> dict[str, Any]:
+        return await self.selector.health()
+
+    async def available_models(self) -> list[str]:
+        return await self.selector.available_models()
+
+    async def models(self) -> dict[str, Any]:
+        """GET /models: what the backend has, the model a request without one gets, and whether it is the demo."""
+        available = await self.selector.available_models()
+        health = await self.selector.health()
+        current = self.selector.current
+        return {
+            "default": health["model"]["name"] if health["model"]["available"] else None,
+            "default_reason": health["model"]["reason"],
+            "models": available,
+            "backend": current.kind if current else "none",
+            "demo_model": self.selector.demo,
+        }
+
+    @property
+    def demo(self) -> bool:
+        """Whether the packaged demo model answers (its output must never reach a dub)."""
+        return self.selector.demo
+
+    def summary(self) -> str:
+        return self.selector.summary()
+
+    def detach_ollama(self) -> None:
+        """Leave an `ollama serve` we started running after we exit (the CLI: the editor's next steps)."""
+        if self.selector.ollama is not None:
+            self.selector.ollama.detach_process()
+
+    # --- a batch ----------------------------------------------------------------------------------------
 
     async def acquire(self, model: str | None) -> Lease:
         """The handle a batch will run on; raises 503-mapped errors that say how to fix the backend."""
