@@ -14,6 +14,7 @@ from typing import Any
 
 from app import langid
 from app.backends import Lease, Selector
+from app.backends.health import health_report
 from app.cache import ResultCache
 from app.metrics import Metrics
 from app.schemas import RetranslateRequest, RetranslateResponse
@@ -63,7 +64,7 @@ class RetranslateService:
     # --- what the routes and the CLI ask -----------------------------------------------------------------
 
     async def health(self) -> dict[str, Any]:
-        return await self.selector.health()
+        return await health_report(self.selector)
 
     async def available_models(self) -> list[str]:
         return await self.selector.available_models()
@@ -71,7 +72,7 @@ class RetranslateService:
     async def models(self) -> dict[str, Any]:
         """GET /models: what the backend has, the model a request without one gets, and whether it is the demo."""
         available = await self.selector.available_models()
-        health = await self.selector.health()
+        health = await health_report(self.selector)
         current = self.selector.current
         return {
             "default": health["model"]["name"] if health["model"]["available"] else None,
