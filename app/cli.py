@@ -74,9 +74,7 @@ async def _in_process(
     except TimeoutError:
         return Outcome(notice=_no_backend(f"the backend was not ready within {deadline.seconds:g} s", no_service_at))
     handle = lease.handle
-    outcome = Outcome(
-        model_line=protocol.model_line(choice.name, choice.reason, handle.model_answering, handle.model_reason)
-    )
+    outcome = Outcome(model_line=protocol.model_line(choice.name, choice.reason, handle.model, handle.model_reason))
     pending = batch.pending()
     body = RetranslateRequest(
         tasks=[Task.model_validate(task) for _, task in pending],

@@ -133,7 +133,7 @@ class RetranslateService:
             on_result=on_result,
         )
         return RetranslateResponse(
-            model=handle.model_answering,
+            model=handle.model,
             backend=handle.kind,
             demo_model=handle.demo,
             model_reason=handle.model_reason,

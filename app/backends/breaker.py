@@ -45,7 +45,6 @@ class Breaker:
         self._last_error = ""
         self._probe_in_flight = False
         self._verdict = asyncio.Event()
-        self.opened_count = 0
 
     # --- the gate --------------------------------------------------------------------------------------
 
@@ -113,8 +112,6 @@ class Breaker:
             self._end_probe()
 
     def _trip(self) -> None:
-        if self.state is not BreakerState.OPEN:
-            self.opened_count += 1
         self.state = BreakerState.OPEN
         self._opened_at = self._clock()
         log.error(

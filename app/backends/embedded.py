@@ -92,7 +92,6 @@ class EmbeddedBackend(OpenAICompatBackend):
         # The GGUF's own name: responses say which model really answers, never an alias that pretends to
         # be qwen3:4b.
         self.model_name = model_path.name.removesuffix(".gguf")
-        self.alias = self.model_name
         super().__init__(
             settings, metrics, session, f"http://127.0.0.1:{self.port}/v1", None, name="the embedded llama-server"
         )
@@ -112,7 +111,7 @@ class EmbeddedBackend(OpenAICompatBackend):
             str(binary), "-m", str(self.model_path), "--host", "127.0.0.1", "--port", str(self.port),
             # One slot per request we keep in flight; the context is split among the slots.
             "-np", str(slots), "-c", str(slots * self.settings.embedded_ctx_per_slot),
-            "--alias", self.alias, "--metrics", "--slots", "--no-webui",
+            "--alias", self.model_name, "--metrics", "--slots", "--no-webui",
         ]  # fmt: skip
 
     async def _health_ok(self) -> bool:
@@ -164,7 +163,7 @@ class EmbeddedBackend(OpenAICompatBackend):
         if process is None and self.unloaded and self.model_path.is_file():
             # An unloaded model is ready, not degraded: a container health check on /ready must not flap. Not
             # serving, though: a batch starts the engine first (after the stop in progress, if any, is over).
-            self.last = Readiness(True, models=frozenset({self.alias}), serving=False)
+            self.last = Readiness(True, models=frozenset({self.model_name}), serving=False)
         elif process is None or process.state is ProcessState.STOPPED:
             self.last = Readiness(False, problem="the embedded llama-server is not started yet")
         elif process.state is not ProcessState.RUNNING:
@@ -173,7 +172,7 @@ class EmbeddedBackend(OpenAICompatBackend):
         elif not await self._health_ok():
             self.last = Readiness(False, problem="the embedded llama-server does not answer its /health yet")
         else:
-            self.last = Readiness(True, models=frozenset({self.alias}))
+            self.last = Readiness(True, models=frozenset({self.model_name}))
         return self.last
 
     async def stop_engine(self) -> None:

@@ -41,9 +41,10 @@ OTHER_WAYS = next_steps()
 
 
 @dataclass(frozen=True)
-class ModelChoice:
-    sent: str
-    answering: str
+class BackendModel:
+    """The model a backend will answer with, and why it was chosen."""
+
+    name: str
     reason: str
 
 
@@ -65,7 +66,7 @@ class Selector:
         self._states: list[BackendState] = []
         self.model_thinks: dict[str, bool] = {}
         # The model the last batch (or check) resolved to, and why: for the docs page.
-        self.last_choice: ModelChoice | None = None
+        self.last_choice: BackendModel | None = None
         self.startup_problem: str | None = None
         self.pull_status: dict[str, Any] | None = None
         self._background: set[asyncio.Task[Any]] = set()
@@ -107,7 +108,7 @@ class Selector:
             log.error("%s", exc.detail)
             return
         self.last_choice = choice
-        log.warning("model in use: %s (%s)", choice.answering, choice.reason)
+        log.warning("model in use: %s (%s)", choice.name, choice.reason)
 
     async def _pull(self, backend: OllamaBackend, model: str) -> None:
         log.warning("pulling %s (RETRANSLATE_PULL_MISSING_MODEL=true)", model)
@@ -233,7 +234,7 @@ class Selector:
 
     # --- models ---------------------------------------------------------------------------------------
 
-    async def choose_model(self, backend: Backend, requested: str | None, *, refresh: bool) -> ModelChoice:
+    async def choose_model(self, backend: Backend, requested: str | None, *, refresh: bool) -> BackendModel:
         """A model named (request, then RETRANSLATE_MODEL) is used strictly; none named: the first installed
         of the preference list."""
         if isinstance(backend, EmbeddedBackend):
@@ -243,14 +244,14 @@ class Selector:
                     f"the embedded llama-server has one model, {backend.model_name}; it answers instead of the "
                     f"requested {requested}"
                 )
-            return ModelChoice(backend.alias, backend.model_name, reason)
+            return BackendModel(backend.model_name, reason)
         named, source = (requested, "the request's model") if requested else (self.settings.model, "RETRANSLATE_MODEL")
         readiness = self._state(backend).readiness.last
         installed = readiness.models if readiness else None
         where = f"{backend.name}"
         if named:
             if installed is None:  # the server does not list its models: it may serve any name
-                return ModelChoice(named, named, source)
+                return BackendModel(named, source)
             found = first_installed([named], installed)
             if found is None and refresh:
                 installed = (await self._state(backend).readiness.run(backend.probe)).models or frozenset()
@@ -259,7 +260,7 @@ class Selector:
                 fix = missing_model_fix(named, installed, ollama=isinstance(backend, OllamaBackend))
                 what = "is not pulled in" if isinstance(backend, OllamaBackend) else "is not offered by"
                 raise ModelUnavailable(f"model {named!r} {what} {where}. Fix: {fix}.")
-            return ModelChoice(named, named, source)
+            return BackendModel(named, source)
         if not installed:
             raise ModelUnavailable(
                 f"{where} does not list its models, so none can be chosen: set RETRANSLATE_MODEL."
@@ -268,27 +269,23 @@ class Selector:
             )
         preferred = first_installed(MODEL_PREFERENCE, installed)
         if preferred is not None:
-            return ModelChoice(
-                preferred, preferred, "RETRANSLATE_MODEL is unset: the first installed of the preference list"
-            )
+            return BackendModel(preferred, "RETRANSLATE_MODEL is unset: the first installed of the preference list")
         if len(installed) == 1 and not isinstance(backend, OllamaBackend):
             only = next(iter(installed))
-            return ModelChoice(only, only, "RETRANSLATE_MODEL is unset: the only model the server offers")
+            return BackendModel(only, "RETRANSLATE_MODEL is unset: the only model the server offers")
         raise ModelUnavailable(f"{where}: {preference_hint(sorted(installed))}.")
 
     async def _handle(self, backend: Backend, requested: str | None) -> BackendHandle:
         choice = await self.choose_model(backend, requested, refresh=True)
         if requested is None:
             self.last_choice = choice
-        capabilities = await backend.capabilities(choice.sent)
+        capabilities = await backend.capabilities(choice.name)
         return BackendHandle(
             backend=backend,
-            model_sent=choice.sent,
-            model_answering=choice.answering,
+            model=choice.name,
             thinking_capable="thinking" in capabilities,
             demo=isinstance(backend, EmbeddedBackend) and backend.demo,
             model_reason=choice.reason,
-            model_requested=requested,
         )
 
     # --- batches --------------------------------------------------------------------------------------
@@ -304,7 +301,7 @@ class Selector:
         backend = handle.backend
         state = self._state(backend)
         if unload:
-            state.pending_unloads.add(handle.model_sent)
+            state.pending_unloads.add(handle.model)
         state.leases = max(0, state.leases - 1)
         if state.leases:
             return  # another batch still runs on it: free the memory when the last one ends
@@ -354,7 +351,7 @@ class Selector:
         if backend is None:
             return next_steps_markdown()
         choice = self.last_choice
-        model = f" **Model:** `{choice.answering}` ({choice.reason})." if choice else ""
+        model = f" **Model:** `{choice.name}` ({choice.reason})." if choice else ""
         text = f"**Backend:** {self._describe_line(backend)}.{model}"
         if isinstance(backend, EmbeddedBackend) and backend.demo:
             text = (

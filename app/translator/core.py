@@ -220,7 +220,7 @@ class Translator:
         handle = batch.handle
         key = cache_key(
             backend=handle.kind,
-            model=handle.model_answering,
+            model=handle.model,
             prompt=PROMPT_VERSION,
             structured=handle.backend.structured,
             source=job.source,
@@ -421,7 +421,7 @@ class Translator:
 
         try:
             request = ChatRequest(
-                model=handle.model_sent,
+                model=handle.model,
                 messages=messages,
                 max_tokens=batch.max_tokens,
                 temperature=self.settings.temperature,
@@ -451,11 +451,11 @@ class Translator:
         finally:
             self._calls.discard(call)
         if has_thinking(reply):
-            self._on_thinking(handle.model_sent)
+            self._on_thinking(handle.model)
         try:
             answer = interpret(
                 reply,
-                model=handle.model_sent,
+                model=handle.model,
                 max_tokens=batch.max_tokens,
                 max_chars=self.settings.max_answer_chars,
                 source=job.source,
