@@ -99,7 +99,7 @@ DEFAULT_DEADLINE_S = 480.0
 # The one wording of the demo model's warning (the docs page, the refusal of /api/translate-text, the CLI's
 # and the drop-in's notice, the log): each place adds only what to do there.
 DEMO_WARNING = (
-    "DEMO MODEL: the packaged SmolLM2-135M answers (no real model was found); it shows the pipeline works, but "
+    "DEMO MODEL: the packaged demo model (SmolLM2-135M) answers; it shows the pipeline works, but "
     "its translations are poor and must not go into a dub. For real use install Ollama and "
     f"`ollama pull {RECOMMENDED_MODEL}`, or set RETRANSLATE_EMBEDDED_MODEL_PATH to a real GGUF model."
 )
