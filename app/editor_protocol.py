@@ -5,8 +5,8 @@ ways (README, "LocalClip-Editor: switching to the service"). Everything about th
 the language names it sends, the model choice, reading and validating the config task by task, the
 progress lines, the summary, the lists and their markers, sealing the output, and the NDJSON client of the
 service. `app.cli` imports this module; `scripts/batch_retranslate.py`, run by the editor's own Python
-(which has none of our dependencies), loads it by path from its checkout. Nothing here may import from
-`app` or from outside the standard library.
+(which has none of our dependencies), imports it from its checkout. Nothing here may import from outside
+the standard library, nor from `app` but `app.vocabulary` (the words it shares with the service).
 
 The rules the output keeps:
 - progress lines, a summary, one line naming the model (or saying why nothing was translated), then a
@@ -33,87 +33,22 @@ import socket
 import sys
 import threading
 import time
-from typing import Any, Dict, Iterable, NamedTuple, Sequence
+from typing import Any, Dict, Mapping, NamedTuple, Sequence
 from urllib.parse import urlsplit
 
-Item = Dict[str, Any]
-
-# --- the languages the editor names -------------------------------------------------------------------
-
-# Codes (the frontend, the translation stage), Chinese names (the live caller: 韩语; the old script's usage
-# text: 韩文), English names and a few spellings people type. Compared case-insensitively.
-LANGUAGE_NAMES: dict[str, tuple[str, ...]] = {
-    "ko": ("Korean", "韩语", "韩文", "韓語", "韓文", "韩国语", "kr", "한국어"),
-    "ja": ("Japanese", "日语", "日文", "日語", "日本语", "jp", "日本語"),
-    "en": ("English", "英语", "英文", "英語"),
-    "fr": ("French", "法语", "法文", "法語", "français"),
-    "de": ("German", "德语", "德文", "德語", "deutsch"),
-    "es": ("Spanish", "西班牙语", "西班牙文", "西班牙語", "español"),
-    "id": ("Indonesian", "印尼语", "印尼文", "印度尼西亚语", "印尼語", "bahasa indonesia"),
-}
-_LANGUAGE_BY_NAME = {name.casefold(): code for code, names in LANGUAGE_NAMES.items() for name in (code, *names)}
-
-
-def language_code(name: str) -> str | None:
-    """The code a caller's language name means, or None."""
-    return _LANGUAGE_BY_NAME.get(name.strip().casefold())
-
-
-def unknown_language_message(name: str) -> str:
-    return (
-        f"unsupported target_language {name!r}: use one of {', '.join(LANGUAGE_NAMES)} (or a Chinese name such as "
-        "韩语/日文, or an English name such as Korean); GET /languages lists every accepted name"
-    )
-
-
-# --- the model ----------------------------------------------------------------------------------------
-
-RECOMMENDED_MODEL = "qwen3:4b-instruct-2507-q4_K_M"
-
-# What the service uses when no model is named (RETRANSLATE_MODEL unset, no model in the request): the
-# first one installed. Non-thinking instruct builds first (a thinking build spends seconds and tokens on
-# every line), the recommended one at the top; then qwen3:4b (thinking) and the common qwen2.5 sizes, which
-# is what LocalClip-Editor users already have (the editor's own steps use qwen2.5:32b).
-MODEL_PREFERENCE = (
+from app.vocabulary import (
+    DEFAULT_DEADLINE_S,
+    DEMO_WARNING,
+    MAX_FIELD_CHARS,
+    MODEL_PREFERENCE,
     RECOMMENDED_MODEL,
-    "qwen3:4b-instruct",
-    "qwen3:4b-instruct-2507-q8_0",
-    "qwen3:4b-instruct-2507-fp16",
-    "qwen3:30b-a3b-instruct-2507-q4_K_M",
-    "qwen3:30b-a3b-instruct-2507",
-    "qwen3:4b",
-    "qwen2.5:32b",
-    "qwen2.5:14b",
-    "qwen2.5:7b",
-    "qwen2.5:3b",
+    first_installed,
+    language_code,
+    same_model,
+    unknown_language_message,
 )
 
-
-def _model_key(name: str) -> str:
-    key = name.strip().lower()
-    return key[: -len(":latest")] if key.endswith(":latest") else key
-
-
-def same_model(a: str, b: str) -> bool:
-    """Ollama's names: case-insensitive, and `name` is `name:latest`."""
-    return _model_key(a) == _model_key(b)
-
-
-def first_installed(candidates: Iterable[str], installed: Iterable[str]) -> str | None:
-    """The first of `candidates` that is installed, as the backend spells it."""
-    have = {_model_key(name): name for name in installed}
-    for candidate in candidates:
-        if _model_key(candidate) in have:
-            return have[_model_key(candidate)]
-    return None
-
-
-def preference_hint(installed: Sequence[str]) -> str:
-    listed = ", ".join(sorted(installed)[:20]) or "none"
-    return (
-        f"no model of the preference list is installed (installed: {listed}). Fix: `ollama pull "
-        f"{RECOMMENDED_MODEL}` (recommended), or set RETRANSLATE_MODEL to an installed model"
-    )
+Item = Dict[str, Any]
 
 
 class ModelChoice(NamedTuple):
@@ -137,10 +72,6 @@ def choose_model(config_model: str | None, installed: Sequence[str], fallback: b
 
 
 # --- the config and its tasks -------------------------------------------------------------------------
-
-# A subtitle line is far shorter. JSON escapes a character in at most 6 bytes, so a field this long still
-# fits a 64 KiB line with room to spare.
-MAX_FIELD_CHARS = 4000
 
 
 class ConfigError(Exception):
@@ -240,9 +171,8 @@ MAX_PROGRESS_CHARS = 300
 MAX_NOTICE_CHARS = 2000
 # The user started the demo (`serve.py --demo`) and cannot pass flags through the editor: say what to do instead.
 DEMO_NOTICE = (
-    "not translated: the service runs the packaged demo model (started with `python scripts/serve.py --demo`); its "
-    f"translations must not go into a dub. For real translations install Ollama, run `ollama pull {RECOMMENDED_MODEL}` "
-    "and start the service again without --demo (or set RETRANSLATE_EMBEDDED_MODEL_PATH to a real GGUF model)."
+    f"not translated: {DEMO_WARNING} The service runs it because it was started with "
+    "`python scripts/serve.py --demo`: start it again without --demo for real translations."
 )
 # Python's str.splitlines() also breaks at these; json.dumps leaves them raw inside strings, so a caller
 # that splits that way could see a line start inside a value. Escaped, they are the same JSON string.
@@ -489,7 +419,6 @@ def model_line(name: str | None, reason: str, answered_by: str | None, service_r
 
 # Room kept at the end of the deadline for unloading the model (voice cloning needs the GPU next).
 UNLOAD_RESERVE_S = 5.0
-DEFAULT_DEADLINE_S = 480.0
 
 
 class Deadline:
@@ -566,13 +495,44 @@ def cli_flags(args: argparse.Namespace) -> list[str]:
     return flags
 
 
-def deadline_seconds(args: argparse.Namespace, default: float | None = None) -> float:
+def read_env_file(path: str) -> dict[str, str]:
+    """The `KEY=VALUE` lines of the service's `.env` (the file its settings read), for the drop-in, which
+    cannot import the settings: blank lines and `#` comments skipped, an `export ` prefix and matching quotes
+    around a value removed, a ` #` comment after an unquoted value dropped. A missing or unreadable file
+    is an empty one."""
+    values: dict[str, str] = {}
+    try:
+        with open(path, encoding="utf-8") as file:
+            lines = file.read().splitlines()
+    except (OSError, UnicodeDecodeError):
+        return values
+    for raw in lines:
+        line = raw.strip()
+        if line.startswith("export "):
+            line = line[len("export ") :].lstrip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, value = (part.strip() for part in line.split("=", 1))
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        elif " #" in value:
+            value = value.split(" #", 1)[0].rstrip()
+        values[key] = value
+    return values
+
+
+def deadline_seconds(
+    args: argparse.Namespace, default: float | None = None, env: Mapping[str, str] | None = None
+) -> float:
+    """--deadline, else `default` (the CLI's setting), else RETRANSLATE_CLI_DEADLINE_S from `env` (the
+    environment unless given)."""
     if args.deadline is not None:
         return float(args.deadline)
     if default is not None:
         return default
+    env = os.environ if env is None else env
     try:
-        value = float(os.environ.get("RETRANSLATE_CLI_DEADLINE_S") or DEFAULT_DEADLINE_S)
+        value = float(env.get("RETRANSLATE_CLI_DEADLINE_S") or DEFAULT_DEADLINE_S)
     except ValueError:
         return DEFAULT_DEADLINE_S
     return value if value > 0 and math.isfinite(value) else DEFAULT_DEADLINE_S

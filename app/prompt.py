@@ -272,7 +272,6 @@ def is_placeholder(text: str) -> bool:
 @dataclass(frozen=True)
 class Parsed:
     text: str
-    had_thinking: bool
 
 
 def strip_thinking(content: str) -> tuple[str, bool]:
@@ -345,4 +344,4 @@ def parse_answer(content: str) -> Parsed:
         if "\n" in text or "{" in text or "}" in text or _KEY_PREFIX.match(text):
             raise UnusableAnswer(f"the model's answer is not a single clean line: {text[:80]!r}")
         value = text
-    return Parsed(_clean(value), had_thinking)
+    return Parsed(_clean(value))

@@ -16,10 +16,10 @@ from pydantic import (
     model_validator,
 )
 
-from app.editor_protocol import MAX_FIELD_CHARS
 from app.errors import ErrorKind, InvalidRequest, PayloadTooLarge
 from app.languages import LANGUAGES, UnknownLanguage, language_aliases, resolve_language
 from app.settings import Settings
+from app.vocabulary import MAX_FIELD_CHARS
 
 
 def _known_language(value: str) -> str:

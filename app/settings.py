@@ -98,7 +98,10 @@ class Settings(BaseSettings):
         30.0, gt=0, description="How long a spawned `ollama serve` may take to answer."
     )
     pull_missing_model: bool = Field(
-        False, description="Pull the default model at startup when Ollama does not have it."
+        False,
+        description="Pull the default model at startup when Ollama does not have it: RETRANSLATE_MODEL, or "
+        "with no model named the recommended qwen3:4b-instruct-2507-q4_K_M when no model of the preference "
+        "list is installed.",
     )
     keep_alive: str | None = Field(
         None,
@@ -203,6 +206,12 @@ class Settings(BaseSettings):
 
     # --- cache ------------------------------------------------------------------------------------------
     cache_size: int = Field(10_000, ge=0, description="Good results kept in memory (LRU); 0 turns the cache off.")
+    cache_max_rows: int = Field(
+        100_000,
+        ge=1,
+        description="Most results the SQLite file (RETRANSLATE_CACHE_PATH) keeps: beyond it the oldest are "
+        "deleted as new ones are written.",
+    )
     cache_path: Path | None = Field(
         None,
         description="SQLite file that keeps cached results across restarts (relative paths resolve "

@@ -79,6 +79,9 @@ class Readiness:
     version: str | None = None
     # None: the backend does not list its models (some OpenAI-compatible servers).
     models: frozenset[str] | None = None
+    # False: it can translate once its engine is started again (the embedded engine after an unload): a
+    # batch never reuses such a check, it starts the engine first.
+    serving: bool = True
     checked_at: float = field(default_factory=time.monotonic)
 
 
@@ -285,17 +288,16 @@ class BackendBase:
 
 @dataclass(frozen=True)
 class BackendHandle:
-    """What a batch runs on, fixed when the batch starts and kept to its end: the engine, the model name
-    sent, the model really answering, what it can do and why it was chosen. Nothing a batch depends on is
+    """What a batch runs on, fixed when the batch starts and kept to its end: the engine, the model (the
+    name sent is the model answering: the embedded llama-server's alias is its GGUF's own name), what it
+    can do and why it was chosen. Nothing a batch depends on is
     looked up again on a shared object that could change under it."""
 
     backend: Backend
-    model_sent: str
-    model_answering: str
+    model: str
     thinking_capable: bool
     demo: bool
     model_reason: str
-    model_requested: str | None = None
 
     @property
     def kind(self) -> BackendKind:

@@ -65,7 +65,6 @@ class Breaker:
         self._last_error = ""
         self._probe_in_flight = False
         self._verdict = asyncio.Event()
-        self.opened_count = 0
         self._restart_window_s = restart_window_s
         # When the current incident began: a connection failure of a call sent before it is the same incident.
         self._incident_at = -math.inf
@@ -194,8 +193,6 @@ class Breaker:
         else:
             self._restarting = False
             self._gap_s = self._cooldown_s
-        if self.state is not BreakerState.OPEN:
-            self.opened_count += 1
         self.state = BreakerState.OPEN
         self._opened_at = now
         log.error(

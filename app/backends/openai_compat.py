@@ -1,7 +1,8 @@
 """Any OpenAI-compatible `/v1` server (vLLM, a LiteLLM proxy, llama-server, Ollama's /v1, a hosted API).
 
 Chat goes through the openai SDK with its own retries off (the translator owns retries, so no work is sent
-twice). Its transport is wrapped so that every body it reads is bounded (RETRANSLATE_MAX_RESPONSE_BYTES).
+twice), on the SDK's aiohttp transport (the one HTTP library of the service), wrapped so that every body it
+reads is bounded (RETRANSLATE_MAX_RESPONSE_BYTES).
 What the server is decides the extras: Ollama's /v1 gets the thinking switch it honours
 (`reasoning_effort: "none"`), llama-server gets `chat_template_kwargs` and tells us its slots (`/props`).
 """
@@ -88,18 +89,33 @@ class _LimitedTransport(httpx2.AsyncBaseTransport):
         await self._inner.aclose()
 
 
+class _BoundedAioHttpClient(openai.DefaultAioHttpClient):
+    """The SDK's aiohttp transport (`openai[aiohttp]`: the service's one HTTP library), every body it reads
+    bounded (direct and proxied connections alike)."""
+
+    def __init__(self, *, limit: int, **kwargs: Any) -> None:
+        self._limit = limit
+        super().__init__(**kwargs)
+
+    def _init_transport(self, *args: Any, **kwargs: Any) -> httpx2.AsyncBaseTransport:
+        return _LimitedTransport(super()._init_transport(*args, **kwargs), self._limit)
+
+    def _init_proxy_transport(self, *args: Any, **kwargs: Any) -> httpx2.AsyncBaseTransport:
+        return _LimitedTransport(super()._init_proxy_transport(*args, **kwargs), self._limit)
+
+
 def new_openai_client(base_url: str, api_key: str | None, settings: Settings) -> openai.AsyncOpenAI:
     pool = settings.max_concurrency + 4
-    transport = _LimitedTransport(
-        httpx2.AsyncHTTPTransport(limits=httpx2.Limits(max_connections=pool, max_keepalive_connections=pool)),
-        settings.max_response_bytes,
-    )
     return openai.AsyncOpenAI(
         base_url=base_url,
         api_key=api_key or "not-needed",
         max_retries=0,
         timeout=httpx2.Timeout(settings.request_timeout_s, connect=5.0),
-        http_client=openai.DefaultAsyncHttpxClient(transport=transport),
+        http_client=_BoundedAioHttpClient(
+            limit=settings.max_response_bytes,
+            limits=httpx2.Limits(max_connections=pool, max_keepalive_connections=pool),
+            timeout=httpx2.Timeout(settings.request_timeout_s, connect=5.0),
+        ),
     )
 
 
@@ -132,6 +148,9 @@ class OpenAICompatBackend(BackendBase):
         # Learned from the server itself: "ollama", "llama-server" or "generic".
         self.server = "generic"
         self._extra_body: dict[str, Any] = {}
+        # Detected once per reachable spell (not on every readiness check: that cost 2 requests every
+        # RETRANSLATE_READINESS_TTL_S and 404s on hosted APIs); again after the server was unreachable.
+        self._detected = False
         self.last: Readiness | None = None
 
     # --- readiness --------------------------------------------------------------------------------------
@@ -182,8 +201,11 @@ class OpenAICompatBackend(BackendBase):
                 f"{self.name} does not answer ({exc}). Start it, or fix RETRANSLATE_OPENAI_BASE_URL."
             )  # fmt: skip
             readiness = Readiness(False, problem=detail)
+            self._detected = False
         else:
-            await self._detect()
+            if not self._detected:
+                await self._detect()
+                self._detected = True
             readiness = Readiness(True, models=models)
         self.last = readiness
         return readiness

@@ -220,7 +220,7 @@ class Translator:
         handle = batch.handle
         key = cache_key(
             backend=handle.kind,
-            model=handle.model_answering,
+            model=handle.model,
             prompt=PROMPT_VERSION,
             structured=handle.backend.structured,
             source=job.source,
@@ -260,7 +260,7 @@ class Translator:
         if joined:
             self.metrics.dedup_joins.inc()
         try:
-            outcome = await Flights.wait(flight, batch.deadline)
+            outcome = await self._flights.wait(flight, batch.deadline)
         except TimeoutError:
             progress = flight.progress
             never = "" if progress.attempts else " (it never reached the backend)"
@@ -426,7 +426,7 @@ class Translator:
 
         try:
             request = ChatRequest(
-                model=handle.model_sent,
+                model=handle.model,
                 messages=messages,
                 max_tokens=batch.max_tokens,
                 temperature=self.settings.temperature,
@@ -457,11 +457,11 @@ class Translator:
         finally:
             self._calls.discard(call)
         if has_thinking(reply):
-            self._on_thinking(handle.model_sent)
+            self._on_thinking(handle.model)
         try:
             answer = interpret(
                 reply,
-                model=handle.model_sent,
+                model=handle.model,
                 max_tokens=batch.max_tokens,
                 max_chars=self.settings.max_answer_chars,
                 source=job.source,

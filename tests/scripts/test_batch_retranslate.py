@@ -461,3 +461,21 @@ def test_a_config_over_the_services_max_tasks_goes_in_batches_in_order(
     streams = [r for r in fake_clean.stats()["requests"] if r["path"] == "/api/chat"]
     assert len(streams) == 25_000
     assert fake_clean.stats()["unloads"] == ["qwen3:4b-instruct-2507-q4_K_M"]  # once, after the last batch
+
+
+def test_the_api_key_kept_only_in_the_checkouts_env_file(
+    service_factory: ServiceFactory, fake_clean: FakeOllama, tmp_path: Path
+) -> None:
+    """The service reads its key from .env: the drop-in of the same checkout reads it there too (it used to
+    send none, and the 401 came out as "no backend can translate")."""
+    service = service_factory(api_key="key-in-dotenv")
+    script = checkout_copy(tmp_path, venv=False)
+    (script.parent.parent / ".env").write_text(
+        '# the service\'s settings\nexport RETRANSLATE_API_KEY="key-in-dotenv"\nRETRANSLATE_CLI_DEADLINE_S=300 # s\n',
+        encoding="utf-8",
+    )
+    config = write_config(tmp_path, {"tasks": LIVE_TASKS[:1]})
+    env = env_for(service.url, fake_clean, RETRANSLATE_PYTHON=str(tmp_path / "no-python"))  # no key in it
+    assert "RETRANSLATE_API_KEY" not in env
+    results = single_line_route([*editor_python(), str(script), str(config)], env, tmp_path)
+    assert [r["translation"] for r in results] == [translate("是个小包工头", "ko")]
