@@ -14,7 +14,8 @@ import hashlib
 import json
 import logging
 import sqlite3
-import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -32,13 +33,18 @@ def cache_key(**parts: Any) -> str:
 
 
 class ResultCache:
-    def __init__(self, size: int, path: Path | None) -> None:
+    """`max_rows` bounds the SQLite file: beyond it the oldest rows are deleted as new ones are written.
+    Every SQLite call runs on one dedicated thread (in order, never on the event loop)."""
+
+    def __init__(self, size: int, path: Path | None, max_rows: int = 100_000) -> None:
         self._memory: LRUCache[str, CachedValue] = LRUCache(maxsize=max(1, size))
         self._enabled = size > 0
         self._path = path
+        self._max_rows = max(1, max_rows)
         self._db: sqlite3.Connection | None = None
-        # sqlite3 connections are used from worker threads one at a time.
-        self._db_lock = threading.Lock()
+        # One thread owns the connection: writes and deletes keep their order, and none blocks the loop.
+        self._sqlite = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cache-sqlite")
+        self._pending: set[asyncio.Future[None]] = set()
 
     @property
     def persistent(self) -> bool:
@@ -47,11 +53,14 @@ class ResultCache:
     def __len__(self) -> int:
         return len(self._memory)
 
+    async def _on_sqlite_thread(self, work: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._sqlite, work, *args)
+
     async def open(self) -> None:
         """Open the SQLite file (if configured) and warm the memory cache from it."""
         if self._path is None or not self._enabled:
             return
-        await asyncio.to_thread(self._open_db)
+        await self._on_sqlite_thread(self._open_db)
 
     def _open_db(self) -> None:
         assert self._path is not None
@@ -59,6 +68,7 @@ class ResultCache:
             self._path.parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(self._path, check_same_thread=False, timeout=2.0)
             db.execute("CREATE TABLE IF NOT EXISTS results (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            self._prune(db)  # a file written under a larger bound
             rows = db.execute(
                 "SELECT key, value FROM results ORDER BY rowid DESC LIMIT ?", (self._memory.maxsize,)
             ).fetchall()
@@ -84,6 +94,11 @@ class ResultCache:
         self._db = db
         log.info("cache: %s (%d results loaded)", self._path, len(rows))
 
+    def _prune(self, db: sqlite3.Connection) -> None:
+        """Keep the newest `max_rows` rows. A written row always gets the highest rowid (INSERT OR REPLACE
+        deletes the old row), so the oldest are those more than `max_rows` below the highest."""
+        db.execute("DELETE FROM results WHERE rowid <= (SELECT MAX(rowid) FROM results) - ?", (self._max_rows,))
+
     def get(self, key: str) -> CachedValue | None:
         if not self._enabled:
             return None
@@ -102,31 +117,45 @@ class ResultCache:
         self._memory[key] = value
         if self._db is not None:
             try:
-                await asyncio.to_thread(self._write, key, text)
+                await self._on_sqlite_thread(self._write, key, text)
             except Exception:  # a write task's failure must never be left unobserved
                 log.exception("cache write failed")
 
     def discard(self, key: str) -> None:
+        """Forget a result (called from the loop: the SQLite delete runs on its thread, in order)."""
         self._memory.pop(key, None)
         if self._db is not None:
-            with self._db_lock, contextlib.suppress(sqlite3.Error):
-                self._db.execute("DELETE FROM results WHERE key = ?", (key,))
-                self._db.commit()
+            delete = asyncio.ensure_future(self._on_sqlite_thread(self._delete, key))
+            self._pending.add(delete)
+            delete.add_done_callback(self._pending.discard)
+
+    def _delete(self, key: str) -> None:
+        db = self._db
+        if db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("DELETE FROM results WHERE key = ?", (key,))
+                db.commit()
 
     def _write(self, key: str, value: str) -> None:
-        with self._db_lock:
-            db = self._db
-            if db is None:
-                return
-            try:
-                db.execute("INSERT OR REPLACE INTO results (key, value) VALUES (?, ?)", (key, value))
-                db.commit()
-            except sqlite3.Error as exc:
-                log.warning("cache file %s cannot be written (%s): no longer using it", self._path, exc)
-                self._db = None
+        db = self._db
+        if db is None:
+            return
+        try:
+            db.execute("INSERT OR REPLACE INTO results (key, value) VALUES (?, ?)", (key, value))
+            self._prune(db)
+            db.commit()
+        except sqlite3.Error as exc:
+            log.warning("cache file %s cannot be written (%s): no longer using it", self._path, exc)
+            self._db = None
 
-    def close(self) -> None:
-        with self._db_lock:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
+    async def close(self) -> None:
+        if self._pending:
+            await asyncio.wait(set(self._pending))
+        if self._db is not None:
+            await self._on_sqlite_thread(self._close_db)
+        self._sqlite.shutdown(wait=False)
+
+    def _close_db(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None

@@ -2,13 +2,14 @@
 
 Everything about the editor's protocol (the config, the model choice, the output and its rules) is in
 `app.editor_protocol`, shared with the drop-in `scripts/batch_retranslate.py`. This module runs the batch
-in-process through the service's own entry point (`app.service.Engine`: choose the model, run, unload), or,
+in-process through the service's own entry point (`app.service.RetranslateService`: choose the model, run, unload), or,
 with `--url`, sends it to a running service.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sys
 import warnings
@@ -18,7 +19,7 @@ from app import editor_protocol as protocol
 from app.editor_protocol import Batch, Deadline, Outcome
 from app.errors import ServiceError
 from app.schemas import ItemResult, RetranslateRequest, Task
-from app.service import Engine
+from app.service import RetranslateService
 from app.settings import Settings, load_settings
 
 log = logging.getLogger("app.cli")
@@ -46,37 +47,34 @@ async def translate_in_process(
     batch: Batch, config_model: str | None, args: object, settings: Settings, deadline: Deadline
 ) -> Outcome:
     # The same cache as the service (RETRANSLATE_CACHE_PATH): the editor re-runs the same lines often.
-    engine = Engine(settings, allow_autostart=True)
+    service = RetranslateService(settings, allow_autostart=True)
     try:
-        await engine.open(check_backend=False)
-        return await _in_process(engine, batch, config_model, args, deadline)
+        await service.open(check_backend=False)
+        return await _in_process(service, batch, config_model, args, deadline)
     finally:
         # An Ollama we had to start stays up: the editor's next steps call Ollama directly.
-        if engine.selector.ollama is not None:
-            engine.selector.ollama.detach_process()
-        await engine.close()
+        service.detach_ollama()
+        await service.close()
 
 
 async def _in_process(
-    engine: Engine, batch: Batch, config_model: str | None, args: object, deadline: Deadline
+    service: RetranslateService, batch: Batch, config_model: str | None, args: object, deadline: Deadline
 ) -> Outcome:
     no_service_at = getattr(args, "no_service_at", None)
     batch.report_refused()
     try:
         async with asyncio.timeout(deadline.for_work()):
-            installed = await engine.selector.available_models()
-            if engine.selector.demo and not getattr(args, "allow_demo", False):
+            installed = await service.available_models()
+            if service.demo and not getattr(args, "allow_demo", False):
                 return Outcome(notice=protocol.DEMO_NOTICE)
             choice = protocol.choose_model(config_model, installed, not getattr(args, "no_model_fallback", False))
-            lease = await engine.acquire(choice.name)
+            lease = await service.acquire(choice.name)
     except ServiceError as exc:
         return Outcome(notice=_no_backend(exc.detail, no_service_at))
     except TimeoutError:
         return Outcome(notice=_no_backend(f"the backend was not ready within {deadline.seconds:g} s", no_service_at))
     handle = lease.handle
-    outcome = Outcome(
-        model_line=protocol.model_line(choice.name, choice.reason, handle.model_answering, handle.model_reason)
-    )
+    outcome = Outcome(model_line=protocol.model_line(choice.name, choice.reason, handle.model, handle.model_reason))
     pending = batch.pending()
     body = RetranslateRequest(
         tasks=[Task.model_validate(task) for _, task in pending],
@@ -92,12 +90,16 @@ async def _in_process(
     try:
         # The translator keeps its own deadline; this one only guards against it overrunning.
         async with asyncio.timeout(deadline.remaining()):
-            await engine.retranslate(body, lease, on_result=on_result)
+            await service.retranslate(body, lease, on_result=on_result)
     except TimeoutError:
         pass  # the unfinished items fail with the deadline's reason
-    # Even after an overrun, the unload gets its reserve: a model left loaded makes voice cloning run out of
-    # GPU memory.
-    await engine.settle(max(deadline.remaining(), deadline.reserve))
+    finally:
+        # Even after an overrun, the unload gets its reserve: a model left loaded makes voice cloning run
+        # out of GPU memory.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(max(deadline.remaining(), deadline.reserve)):
+                await service.release(lease, unload=body.unload_after)
+    await service.settle(max(deadline.remaining(), deadline.reserve))
     return outcome
 
 

@@ -10,7 +10,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from app.service import Engine
+from app.service import RetranslateService
 from app.settings import Settings
 
 
@@ -19,10 +19,10 @@ async def _settings(request: Request) -> Settings:
     return settings
 
 
-async def _engine(request: Request) -> Engine:
-    engine: Engine = request.app.state.engine
-    return engine
+async def _service(request: Request) -> RetranslateService:
+    service: RetranslateService = request.app.state.service
+    return service
 
 
 SettingsDep = Annotated[Settings, Depends(_settings)]
-EngineDep = Annotated[Engine, Depends(_engine)]
+ServiceDep = Annotated[RetranslateService, Depends(_service)]

@@ -5,8 +5,8 @@ ways (README, "LocalClip-Editor: switching to the service"). Everything about th
 the language names it sends, the model choice, reading and validating the config task by task, the
 progress lines, the summary, the lists and their markers, sealing the output, and the NDJSON client of the
 service. `app.cli` imports this module; `scripts/batch_retranslate.py`, run by the editor's own Python
-(which has none of our dependencies), loads it by path from its checkout. Nothing here may import from
-`app` or from outside the standard library.
+(which has none of our dependencies), imports it from its checkout. Nothing here may import from outside
+the standard library, nor from `app` but `app.vocabulary` (the words it shares with the service).
 
 The rules the output keeps:
 - progress lines, a summary, one line naming the model (or saying why nothing was translated), then a
@@ -33,87 +33,22 @@ import socket
 import sys
 import threading
 import time
-from typing import Any, Dict, Iterable, NamedTuple, Sequence
+from typing import Any, Dict, Mapping, NamedTuple, Sequence
 from urllib.parse import urlsplit
 
-Item = Dict[str, Any]
-
-# --- the languages the editor names -------------------------------------------------------------------
-
-# Codes (the frontend, the translation stage), Chinese names (the live caller: 韩语; the old script's usage
-# text: 韩文), English names and a few spellings people type. Compared case-insensitively.
-LANGUAGE_NAMES: dict[str, tuple[str, ...]] = {
-    "ko": ("Korean", "韩语", "韩文", "韓語", "韓文", "韩国语", "kr", "한국어"),
-    "ja": ("Japanese", "日语", "日文", "日語", "日本语", "jp", "日本語"),
-    "en": ("English", "英语", "英文", "英語"),
-    "fr": ("French", "法语", "法文", "法語", "français"),
-    "de": ("German", "德语", "德文", "德語", "deutsch"),
-    "es": ("Spanish", "西班牙语", "西班牙文", "西班牙語", "español"),
-    "id": ("Indonesian", "印尼语", "印尼文", "印度尼西亚语", "印尼語", "bahasa indonesia"),
-}
-_LANGUAGE_BY_NAME = {name.casefold(): code for code, names in LANGUAGE_NAMES.items() for name in (code, *names)}
-
-
-def language_code(name: str) -> str | None:
-    """The code a caller's language name means, or None."""
-    return _LANGUAGE_BY_NAME.get(name.strip().casefold())
-
-
-def unknown_language_message(name: str) -> str:
-    return (
-        f"unsupported target_language {name!r}: use one of {', '.join(LANGUAGE_NAMES)} (or a Chinese name such as "
-        "韩语/日文, or an English name such as Korean); GET /languages lists every accepted name"
-    )
-
-
-# --- the model ----------------------------------------------------------------------------------------
-
-RECOMMENDED_MODEL = "qwen3:4b-instruct-2507-q4_K_M"
-
-# What the service uses when no model is named (RETRANSLATE_MODEL unset, no model in the request): the
-# first one installed. Non-thinking instruct builds first (a thinking build spends seconds and tokens on
-# every line), the recommended one at the top; then qwen3:4b (thinking) and the common qwen2.5 sizes, which
-# is what LocalClip-Editor users already have (the editor's own steps use qwen2.5:32b).
-MODEL_PREFERENCE = (
+from app.vocabulary import (
+    DEFAULT_DEADLINE_S,
+    DEMO_WARNING,
+    MAX_FIELD_CHARS,
+    MODEL_PREFERENCE,
     RECOMMENDED_MODEL,
-    "qwen3:4b-instruct",
-    "qwen3:4b-instruct-2507-q8_0",
-    "qwen3:4b-instruct-2507-fp16",
-    "qwen3:30b-a3b-instruct-2507-q4_K_M",
-    "qwen3:30b-a3b-instruct-2507",
-    "qwen3:4b",
-    "qwen2.5:32b",
-    "qwen2.5:14b",
-    "qwen2.5:7b",
-    "qwen2.5:3b",
+    first_installed,
+    language_code,
+    same_model,
+    unknown_language_message,
 )
 
-
-def _model_key(name: str) -> str:
-    key = name.strip().lower()
-    return key[: -len(":latest")] if key.endswith(":latest") else key
-
-
-def same_model(a: str, b: str) -> bool:
-    """Ollama's names: case-insensitive, and `name` is `name:latest`."""
-    return _model_key(a) == _model_key(b)
-
-
-def first_installed(candidates: Iterable[str], installed: Iterable[str]) -> str | None:
-    """The first of `candidates` that is installed, as the backend spells it."""
-    have = {_model_key(name): name for name in installed}
-    for candidate in candidates:
-        if _model_key(candidate) in have:
-            return have[_model_key(candidate)]
-    return None
-
-
-def preference_hint(installed: Sequence[str]) -> str:
-    listed = ", ".join(sorted(installed)[:20]) or "none"
-    return (
-        f"no model of the preference list is installed (installed: {listed}). Fix: `ollama pull "
-        f"{RECOMMENDED_MODEL}` (recommended), or set RETRANSLATE_MODEL to an installed model"
-    )
+Item = Dict[str, Any]
 
 
 class ModelChoice(NamedTuple):
@@ -137,10 +72,6 @@ def choose_model(config_model: str | None, installed: Sequence[str], fallback: b
 
 
 # --- the config and its tasks -------------------------------------------------------------------------
-
-# A subtitle line is far shorter. JSON escapes a character in at most 6 bytes, so a field this long still
-# fits a 64 KiB line with room to spare.
-MAX_FIELD_CHARS = 4000
 
 
 class ConfigError(Exception):
@@ -240,9 +171,8 @@ MAX_PROGRESS_CHARS = 300
 MAX_NOTICE_CHARS = 2000
 # The user started the demo (`serve.py --demo`) and cannot pass flags through the editor: say what to do instead.
 DEMO_NOTICE = (
-    "not translated: the service runs the packaged demo model (started with `python scripts/serve.py --demo`); its "
-    f"translations must not go into a dub. For real translations install Ollama, run `ollama pull {RECOMMENDED_MODEL}` "
-    "and start the service again without --demo (or set RETRANSLATE_EMBEDDED_MODEL_PATH to a real GGUF model)."
+    f"not translated: {DEMO_WARNING} The service runs it because it was started with "
+    "`python scripts/serve.py --demo`: start it again without --demo for real translations."
 )
 # Python's str.splitlines() also breaks at these; json.dumps leaves them raw inside strings, so a caller
 # that splits that way could see a line start inside a value. Escaped, they are the same JSON string.
@@ -270,9 +200,34 @@ def printable(value: Any) -> str:
     return text
 
 
+# Every marker one of the editor's parsers looks for. Task text printed anywhere must not hold one: a source
+# holding "FINAL RESULTS (JSON)" made the /translate-text route start reading at a progress line, one holding
+# "[Results]" made the translation stage's regex start there. In the list the JSON string keeps its value
+# (an escape); in a line for people the look-alike keeps its sense.
+_MARKERS_IN_JSON = (
+    (RESULTS_END, "[\\/Results]"),
+    (RESULTS_START, "\\u005bResults]"),
+    ("FINAL RESULTS", "FINAL\\u0020RESULTS"),
+    ("翻译结果（JSON）", "翻译结果\\uff08JSON）"),
+)
+_MARKERS_IN_TEXT = (
+    (RESULTS_END, "［/Results］"),
+    (RESULTS_START, "［Results］"),
+    ("FINAL RESULTS", "FINAL\u00a0RESULTS"),
+    ("翻译结果（JSON）", "翻译结果(JSON)"),
+)
+
+
+def defuse_markers(text: str, table: Sequence[tuple[str, str]] = _MARKERS_IN_TEXT) -> str:
+    for marker, harmless in table:
+        text = text.replace(marker, harmless)
+    return text
+
+
 def one_line(text: Any, limit: int) -> str:
-    """`text` on one line (every kind of line break and run of spaces becomes one space), cut at `limit`."""
-    flat = " ".join(printable(text).split())
+    """`text` on one line (every kind of line break and run of spaces becomes one space), cut at `limit`,
+    no editor marker left in it."""
+    flat = defuse_markers(" ".join(printable(text).split()))
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
@@ -312,8 +267,9 @@ def render_list(items: list[Item]) -> str:
     """Pretty-printed, one field per line: every caller's parser accepts it, no line nears 64 KiB, and no
     line inside the list starts with `[` (the live caller looks for the last such line)."""
     text = json.dumps(items, ensure_ascii=False, indent=2).translate(_LINE_BREAKS_IN_STRINGS)
-    # "[/Results]" inside a value would end the translation stage's regex early; "\/" is the same string.
-    return text.replace(RESULTS_END, "[\\/Results]")
+    # A marker inside a value would move an editor parser's start or end (see _MARKERS_IN_JSON); escaped, the
+    # string is the same. Markers can only be inside strings here: the keys are ours.
+    return defuse_markers(text, _MARKERS_IN_JSON)
 
 
 def print_results(items: list[Item], results_block: bool) -> None:
@@ -463,7 +419,6 @@ def model_line(name: str | None, reason: str, answered_by: str | None, service_r
 
 # Room kept at the end of the deadline for unloading the model (voice cloning needs the GPU next).
 UNLOAD_RESERVE_S = 5.0
-DEFAULT_DEADLINE_S = 480.0
 
 
 class Deadline:
@@ -540,13 +495,44 @@ def cli_flags(args: argparse.Namespace) -> list[str]:
     return flags
 
 
-def deadline_seconds(args: argparse.Namespace, default: float | None = None) -> float:
+def read_env_file(path: str) -> dict[str, str]:
+    """The `KEY=VALUE` lines of the service's `.env` (the file its settings read), for the drop-in, which
+    cannot import the settings: blank lines and `#` comments skipped, an `export ` prefix and matching quotes
+    around a value removed, a ` #` comment after an unquoted value dropped. A missing or unreadable file
+    is an empty one."""
+    values: dict[str, str] = {}
+    try:
+        with open(path, encoding="utf-8") as file:
+            lines = file.read().splitlines()
+    except (OSError, UnicodeDecodeError):
+        return values
+    for raw in lines:
+        line = raw.strip()
+        if line.startswith("export "):
+            line = line[len("export ") :].lstrip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, value = (part.strip() for part in line.split("=", 1))
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        elif " #" in value:
+            value = value.split(" #", 1)[0].rstrip()
+        values[key] = value
+    return values
+
+
+def deadline_seconds(
+    args: argparse.Namespace, default: float | None = None, env: Mapping[str, str] | None = None
+) -> float:
+    """--deadline, else `default` (the CLI's setting), else RETRANSLATE_CLI_DEADLINE_S from `env` (the
+    environment unless given)."""
     if args.deadline is not None:
         return float(args.deadline)
     if default is not None:
         return default
+    env = os.environ if env is None else env
     try:
-        value = float(os.environ.get("RETRANSLATE_CLI_DEADLINE_S") or DEFAULT_DEADLINE_S)
+        value = float(env.get("RETRANSLATE_CLI_DEADLINE_S") or DEFAULT_DEADLINE_S)
     except ValueError:
         return DEFAULT_DEADLINE_S
     return value if value > 0 and math.isfinite(value) else DEFAULT_DEADLINE_S
@@ -661,23 +647,52 @@ def translate_via_service(
         return Outcome()
     installed = [str(m) for m in models.get("models") or []]
     choice = choose_model(config_model, installed, not args.no_model_fallback)
-    body: dict[str, Any] = {
-        "tasks": [task for _, task in pending],
-        "deadline_s": deadline.for_work(),
-        "unload_after": not args.keep_loaded,
-    }
-    if choice.name is not None:
-        body["model"] = choice.name
     outcome = Outcome(model_line=model_line(choice.name, choice.reason, None))
+    # A config bigger than the service takes in one request goes in batches, in order, under the one deadline;
+    # the model is unloaded after the last only.
+    size = _batch_size(models.get("max_tasks"))
+    for start in range(0, len(pending), size):
+        chunk = pending[start : start + size]
+        last = start + size >= len(pending)
+        body: dict[str, Any] = {
+            "tasks": [task for _, task in chunk],
+            "deadline_s": deadline.for_work(),
+            "unload_after": last and not args.keep_loaded,
+        }
+        if choice.name is not None:
+            body["model"] = choice.name
+        if not _stream_batch(client, batch, chunk, body, choice, outcome, deadline) or deadline.remaining() <= 0:
+            break
+    return outcome
+
+
+def _batch_size(max_tasks: Any) -> int:
+    """The service's RETRANSLATE_MAX_TASKS from /models (an older service does not say: its default)."""
+    if isinstance(max_tasks, int) and not isinstance(max_tasks, bool) and max_tasks > 0:
+        return max_tasks
+    return 10_000
+
+
+def _stream_batch(
+    client: ServiceClient,
+    batch: Batch,
+    pending: list[tuple[int, dict[str, Any]]],
+    body: dict[str, Any],
+    choice: ModelChoice,
+    outcome: Outcome,
+    deadline: Deadline,
+) -> bool:
+    """One request's tasks through POST /retranslate/stream; False when the run cannot go on (the connection
+    was lost: every unfinished line failed, naming it; or the deadline passed)."""
     conn, response = client.open("POST", "/retranslate/stream", body, deadline.remaining())
     lost: str | None = None
+    finished = False
     try:
         if response.status != 200:
             raise NoResults("no backend can translate: " + http_detail(response.status, response.read()))
         # A reader thread, so that waiting for the next line is bounded by the deadline.
         lines: queue.Queue[Any] = queue.Queue()
         threading.Thread(target=_read_lines, args=(response, lines), daemon=True).start()
-        finished = False
         while not finished:
             try:
                 line = lines.get(timeout=max(deadline.remaining(), 0.01))
@@ -717,7 +732,8 @@ def translate_via_service(
             "service_lost",
             report=True,
         )
-    return outcome
+        return False
+    return finished
 
 
 def no_service_notice(url: str, problem: str) -> str:

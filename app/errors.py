@@ -115,10 +115,15 @@ class BackendCallError(Exception):
     `retry_after`: the backend said when to come back (429/503 with Retry-After), in seconds.
     """
 
-    def __init__(self, kind: ErrorKind, message: str, *, retry_after: float | None = None) -> None:
+    def __init__(
+        self, kind: ErrorKind, message: str, *, retry_after: float | None = None, refused: bool = False
+    ) -> None:
         super().__init__(message)
         self.kind = kind
         self.retry_after = retry_after
+        # The connection could not even be opened (nothing listens: an engine restarting, or down). The
+        # request never reached the engine, so sending it again is safe; the breaker waits for a restart.
+        self.refused = refused
 
     @property
     def policy(self) -> KindPolicy:
@@ -132,8 +137,6 @@ def kind_for_status(status: int, message: str) -> ErrorKind:
         return ErrorKind.MODEL_MISSING
     if status in (429, 503):
         return ErrorKind.BUSY
-    if status == 413:
-        return ErrorKind.REJECTED
     if status >= 500:
         return ErrorKind.SERVER
     return ErrorKind.REJECTED
@@ -199,6 +202,12 @@ class PayloadTooLarge(ServiceError):
     status_code = 413
 
 
+class BodyTimeout(ServiceError):
+    """The client did not finish sending its body within RETRANSLATE_BODY_TIMEOUT_S."""
+
+    status_code = 408
+
+
 class InvalidRequest(ServiceError):
     """Well-formed JSON that breaks a rule or a limit. Always answered as 422 in the one documented
     shape, `detail: [{loc, msg, type}]` (the OpenAPI schema's HTTPValidationError)."""
@@ -218,15 +227,15 @@ _MAX_MSG_CHARS = 500
 _MAX_LOC_PART_CHARS = 100
 
 
-def _bounded(text: str, limit: int) -> str:
+def _clipped(text: str, limit: int) -> str:
     text = text.encode("utf-8", "backslashreplace").decode("utf-8")
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _clean_error(error: dict[str, Any]) -> dict[str, Any]:
-    loc = [part if isinstance(part, int) else _bounded(str(part), _MAX_LOC_PART_CHARS) for part in error["loc"]]
+    loc = [part if isinstance(part, int) else _clipped(str(part), _MAX_LOC_PART_CHARS) for part in error["loc"]]
     msg = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
-    return {"loc": loc, "msg": _bounded(msg, _MAX_MSG_CHARS), "type": str(error.get("type", "value_error"))}
+    return {"loc": loc, "msg": _clipped(msg, _MAX_MSG_CHARS), "type": str(error.get("type", "value_error"))}
 
 
 def _service_error_handler(request: Request, exc: Exception) -> JSONResponse:
@@ -234,7 +243,7 @@ def _service_error_handler(request: Request, exc: Exception) -> JSONResponse:
     if isinstance(exc, InvalidRequest):
         return JSONResponse({"detail": [_clean_error(e) for e in exc.errors]}, status_code=422)
     headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else None
-    return JSONResponse({"detail": _bounded(exc.detail, 4000)}, status_code=exc.status_code, headers=headers)
+    return JSONResponse({"detail": _clipped(exc.detail, 4000)}, status_code=exc.status_code, headers=headers)
 
 
 def _validation_error_handler(request: Request, exc: Exception) -> JSONResponse:

@@ -10,7 +10,7 @@ import socket
 import urllib.request
 from collections.abc import Iterable
 
-from app.editor_protocol import MODEL_PREFERENCE, RECOMMENDED_MODEL, same_model
+from app.vocabulary import MODEL_PREFERENCE, RECOMMENDED_MODEL, same_model
 
 # Ollama's own install commands, per OS (https://ollama.com/download).
 INSTALL_OLLAMA = (

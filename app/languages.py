@@ -2,14 +2,14 @@
 
 LocalClip-Editor sends Chinese names (韩语, 日文, ...), the translation stage sends codes, people type English
 names. All of them resolve to one `Language`; the names themselves are part of the editor's protocol
-(`app.editor_protocol.LANGUAGE_NAMES`), shared with the drop-in.
+(`app.vocabulary.LANGUAGE_NAMES`), shared with the drop-in.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from app.editor_protocol import LANGUAGE_NAMES, unknown_language_message
+from app.vocabulary import LANGUAGE_NAMES, unknown_language_message
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,9 @@ request_id: ContextVar[str] = ContextVar("request_id", default="-")
 LOG_FORMAT = "%(asctime)s %(levelname)s [%(request_id)s] %(name)s: %(message)s"
 MAX_ARG_CHARS = 500
 
-# C0/C1 controls, DEL, and the characters str.splitlines() also breaks at.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# C0/C1 controls, DEL, the characters str.splitlines() also breaks at, and the bidi controls (a right-to-left
+# override in a subtitle would show a log line's text reordered: "Trojan Source").
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
 def escape_for_log(text: str, limit: int = MAX_ARG_CHARS) -> str:

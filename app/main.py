@@ -24,10 +24,10 @@ from fastapi_offline import FastAPIOffline
 from app.errors import register_exception_handlers
 from app.logs import configure_logging
 from app.metrics import Metrics
-from app.middleware import BodyLimitMiddleware, HostCheckMiddleware, RequestIdMiddleware
+from app.middleware import BodyLimitMiddleware, HostCheckMiddleware, MethodLabelMiddleware, RequestIdMiddleware
 from app.routes import router
 from app.security import require_api_key
-from app.service import Engine
+from app.service import RetranslateService
 from app.settings import Settings, load_settings
 
 log = logging.getLogger("app")
@@ -43,7 +43,7 @@ def shutdown_signals(signals: Any = signal) -> tuple[int, ...]:
 SHUTDOWN_SIGNALS = shutdown_signals()
 
 
-def drain_on_signals(engine: Engine, grace_s: float) -> Callable[[], None]:
+def drain_on_signals(service: RetranslateService, grace_s: float) -> Callable[[], None]:
     """Chain a drain in front of the server's own SIGTERM/SIGINT handlers (uvicorn installs them before
     the lifespan starts, with `signal.signal`, so this works however uvicorn was started). Returns the undo.
     Signals can only be handled in the main thread: elsewhere (a server in a test's thread) this does nothing.
@@ -54,7 +54,7 @@ def drain_on_signals(engine: Engine, grace_s: float) -> Callable[[], None]:
     previous: dict[int, Any] = {}
 
     def handler(sig: int, frame: FrameType | None) -> None:
-        loop.call_soon_threadsafe(engine.drain, grace_s)
+        loop.call_soon_threadsafe(service.drain, grace_s)
         before = previous.get(sig)
         if callable(before):
             before(sig, frame)
@@ -96,10 +96,10 @@ def _live_description(app: FastAPI) -> None:
 
     def openapi() -> dict[str, Any]:
         schema = build()
-        engine = getattr(app.state, "engine", None)
-        if engine is None:
+        service = getattr(app.state, "service", None)
+        if service is None:
             return schema
-        return {**schema, "info": {**schema["info"], "description": engine.selector.summary()}}
+        return {**schema, "info": {**schema["info"], "description": service.summary()}}
 
     app.openapi = openapi  # type: ignore[method-assign]
 
@@ -111,15 +111,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = Engine(settings, metrics)
-        app.state.engine = engine
-        undo = drain_on_signals(engine, settings.shutdown_grace_s)
+        service = RetranslateService(settings, metrics)
+        app.state.service = service
+        undo = drain_on_signals(service, settings.shutdown_grace_s)
         try:
-            await engine.open()
+            await service.open()
             yield
         finally:
             undo()
-            await engine.close()
+            await service.close()
 
     # The editor runs offline: the docs page's Swagger UI assets are served from the package, not a CDN.
     app = FastAPIOffline(
@@ -138,6 +138,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     register_exception_handlers(app)
     app.include_router(router)
     metrics.instrument(app, [Depends(require_api_key)])
+    app.add_middleware(MethodLabelMiddleware)  # outside the instrumentator: it sees only known methods
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.cors_origins,
@@ -145,7 +146,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         allow_headers=["Authorization", "Content-Type", "X-API-Key", "X-Request-ID"],
         expose_headers=["X-Request-ID"],
     )
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s)
     app.add_middleware(
         HostCheckMiddleware, allowed=[*settings.allowed_hosts, settings.host], origins=settings.cors_origins
     )

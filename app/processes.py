@@ -226,6 +226,8 @@ class ManagedProcess:
         self._env = dict(env) if env is not None else None
         self._os = current_os()
         self._proc: subprocess.Popen[bytes] | None = None
+        # Every child ever spawned and not yet reaped by stop(): a restart must never orphan one.
+        self._children: list[subprocess.Popen[bytes]] = []
         self._job: object | None = None
         self._starting: asyncio.Task[None] | None = None
         self._watchdog: asyncio.Task[None] | None = None
@@ -265,13 +267,21 @@ class ManagedProcess:
             raise ProcessFailed(self.problem or f"{self.name} failed")
         if self.running and self.state is ProcessState.RUNNING:
             return
-        if self._starting is None or self._starting.done():
-            self._starting = asyncio.create_task(self._start(), name=f"start {self.name}")
         # shield: one impatient caller leaving must not cancel the start others wait for.
-        await asyncio.shield(self._starting)
+        await asyncio.shield(self._start_once())
 
-    async def _start(self) -> None:
-        if self._stopping:
+    def _start_once(self, delay_s: float = 0.0) -> asyncio.Task[None]:
+        """The one way a process is (re)started, by callers and by the watchdog alike: the start in progress
+        (a restart waiting out its backoff included), or a new one. So a request arriving during the
+        backoff waits for that restart instead of spawning a second child beside it."""
+        if self._starting is None or self._starting.done():
+            self._starting = asyncio.create_task(self._start(delay_s), name=f"start {self.name}")
+        return self._starting
+
+    async def _start(self, delay_s: float = 0.0) -> None:
+        if delay_s:
+            await asyncio.sleep(delay_s)
+        if self._stopping or self._detached:
             raise ProcessFailed(f"{self.name} is being stopped")
         if self.state is not ProcessState.RESTARTING:
             self.state = ProcessState.STARTING
@@ -300,6 +310,7 @@ class ManagedProcess:
                 )
             except OSError as exc:
                 raise ProcessFailed(f"starting {self.name} failed: {exc}") from None
+        self._children = [child for child in self._children if child.poll() is None] + [self._proc]
         if self._os == "windows" and self._tie_to_parent:  # pragma: no cover - Windows only
             self._job = _kill_on_close_job(self._proc)
         log.warning("started %s (pid %s): %s; log: %s", self.name, self._proc.pid, " ".join(self.argv), self.log_path)
@@ -349,12 +360,9 @@ class ManagedProcess:
             self.state = ProcessState.RESTARTING
             self.problem = f"{self.name} crashed (exit code {proc.returncode}); restarting in {backoff:g} s"
             log.error("%s (restart %d of %d)", self.problem, self.restarts, self._max_restarts)
-            await asyncio.sleep(backoff)
-            if self._stopping or self._detached:
-                return
-            self._starting = asyncio.create_task(self._start(), name=f"restart {self.name}")
             try:
-                await asyncio.shield(self._starting)
+                # The restart is the start every caller shares; it begins with the backoff.
+                await asyncio.shield(self._start_once(backoff))
             except ProcessFailed:
                 # A failed restart counts as another crash: the loop restarts it again while any are left.
                 if self.restarts >= self._max_restarts:
@@ -370,10 +378,12 @@ class ManagedProcess:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, ProcessFailed):
                     await task
-        proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            log.info("stopping %s (pid %s)", self.name, proc.pid)
-            await stop_process(proc, grace_s, self._os)
+        self._proc = None
+        children, self._children = self._children, []
+        for proc in children:
+            if proc.poll() is None:
+                log.info("stopping %s (pid %s)", self.name, proc.pid)
+                await stop_process(proc, grace_s, self._os)
         self.state = ProcessState.STOPPED
         self._job = None
 
@@ -383,4 +393,5 @@ class ManagedProcess:
         if self._watchdog is not None:
             self._watchdog.cancel()
         self._proc = None
+        self._children = []
         self.state = ProcessState.STOPPED

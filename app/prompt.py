@@ -55,12 +55,23 @@ def _fence(text: str) -> str:
     return _TAG.sub(lambda m: m.group(0).replace("<", "‹"), text)
 
 
-def glossary_for(source: str, glossary: Mapping[str, str] | None) -> dict[str, str]:
-    """The glossary terms that occur in `source`, longest first (the model reads the specific ones first)."""
+def glossary_for(source: str, glossary: Mapping[str, str] | None, max_chars: int | None = None) -> dict[str, str]:
+    """The glossary terms that occur in `source`, longest first (the model reads the specific ones first),
+    at most `max_chars` characters of terms and renderings (RETRANSLATE_MAX_PROMPT_GLOSSARY_CHARS): the
+    prompt of one line stays bounded whatever the glossary."""
     if not glossary:
         return {}
     hits = {term: target for term, target in glossary.items() if term and term in source}
-    return dict(sorted(hits.items(), key=lambda kv: -len(kv[0])))
+    ordered = sorted(hits.items(), key=lambda kv: -len(kv[0]))
+    if max_chars is None:
+        return dict(ordered)
+    kept: dict[str, str] = {}
+    room = max_chars
+    for term, target in ordered:
+        if len(term) + len(target) <= room:
+            kept[term] = target
+            room -= len(term) + len(target)
+    return kept
 
 
 # Two worked turns before the real one. Small models copy a demonstrated answer shape far more reliably
@@ -275,7 +286,6 @@ def is_placeholder(text: str) -> bool:
 @dataclass(frozen=True)
 class Parsed:
     text: str
-    had_thinking: bool
 
 
 def strip_thinking(content: str) -> tuple[str, bool]:
@@ -348,4 +358,4 @@ def parse_answer(content: str) -> Parsed:
         if "\n" in text or "{" in text or "}" in text or _KEY_PREFIX.match(text):
             raise UnusableAnswer(f"the model's answer is not a single clean line: {text[:80]!r}")
         value = text
-    return Parsed(_clean(value), had_thinking)
+    return Parsed(_clean(value))

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from app.bodies import StrictJSONRoute
-from app.deps import EngineDep, SettingsDep
+from app.deps import ServiceDep, SettingsDep
 from app.errors import DemoRefused, ErrorKind, TranslationFailed
 from app.languages import LANGUAGES, language_aliases
 from app.schemas import (
@@ -28,6 +28,7 @@ from app.schemas import (
 )
 from app.security import require_api_key
 from app.translator.core import ResultCallback
+from app.vocabulary import DEMO_WARNING
 
 T = TypeVar("T")
 
@@ -91,15 +92,17 @@ async def until_disconnect(request: Request, work: Coroutine[Any, Any, T]) -> T:
     responses=_NOT_READY,
     summary="Re-translate subtitle lines shorter, in the target script",
 )
-async def retranslate(body: RetranslateRequest, engine: EngineDep, settings: SettingsDep, request: Request) -> Any:
+async def retranslate(body: RetranslateRequest, service: ServiceDep, settings: SettingsDep, request: Request) -> Any:
     """Every task comes back, in request order. A failed item has `translation: null`, an `error` and an
     `error_code`."""
     check_limits(body, settings)
-    lease = await engine.acquire(body.model)
+    lease = await service.acquire(body.model)
     try:
-        return await until_disconnect(request, engine.retranslate(body, lease))
+        return await until_disconnect(request, service.retranslate(body, lease))
     except ClientGone:
         return Response(status_code=499)  # nobody is listening; the status is for the access log
+    finally:
+        await service.release(lease, unload=body.unload_after)
 
 
 @api.post(
@@ -115,10 +118,10 @@ async def retranslate(body: RetranslateRequest, engine: EngineDep, settings: Set
     response_class=StreamingResponse,
     summary="Same as /retranslate, streamed: one JSON line per item as it finishes",
 )
-async def retranslate_stream(body: RetranslateRequest, engine: EngineDep, settings: SettingsDep) -> StreamingResponse:
+async def retranslate_stream(body: RetranslateRequest, service: ServiceDep, settings: SettingsDep) -> StreamingResponse:
     check_limits(body, settings)
     # Readiness first, so an unavailable backend is a 503 rather than a 200 stream of failures.
-    lease = await engine.acquire(body.model)
+    lease = await service.acquire(body.model)
     lines: asyncio.Queue[bytes | None] = asyncio.Queue()
 
     def on_result(index: int, result: ItemResult, done: int, total: int) -> None:
@@ -129,7 +132,7 @@ async def retranslate_stream(body: RetranslateRequest, engine: EngineDep, settin
 
     async def produce() -> None:
         try:
-            response = await engine.retranslate(body, lease, on_result=callback)
+            response = await service.retranslate(body, lease, on_result=callback)
             final = {
                 "summary": response.summary.model_dump(),
                 "model": response.model,
@@ -150,7 +153,10 @@ async def retranslate_stream(body: RetranslateRequest, engine: EngineDep, settin
         finally:
             # Starlette closes this generator when the client disconnects: stop the work with it.
             worker.cancel()
-            await asyncio.shield(lease.release())
+            try:
+                await asyncio.wait({worker})  # its batch ends before the lease does
+            finally:
+                await service.release(lease, unload=body.unload_after)
 
     return StreamingResponse(stream(), media_type="application/x-ndjson", headers={"Cache-Control": "no-store"})
 
@@ -165,24 +171,24 @@ async def retranslate_stream(body: RetranslateRequest, engine: EngineDep, settin
     },
     summary="One line, for the editor's subtitle panel (never a 200 carrying the untranslated source)",
 )
-async def translate_text(body: TranslateTextRequest, engine: EngineDep, settings: SettingsDep, request: Request) -> Any:
+async def translate_text(
+    body: TranslateTextRequest, service: ServiceDep, settings: SettingsDep, request: Request
+) -> Any:
     task = Task(
         task_id="translate-text", source=body.text, target_language=body.target_language, max_length=body.max_length
     )
     batch = RetranslateRequest(tasks=[task], model=body.model)
     check_limits(batch, settings)
-    lease = await engine.acquire(body.model)
+    lease = await service.acquire(body.model)
     if lease.handle.demo and not body.allow_demo:
-        await lease.release()
-        raise DemoRefused(
-            "the packaged demo model answers here (no Ollama was found): its translations are poor and must not "
-            "go into a dub. For real use install Ollama and `ollama pull qwen3:4b-instruct-2507-q4_K_M`; to get "
-            'its answer anyway, send "allow_demo": true'
-        )
+        await service.release(lease, unload=False)
+        raise DemoRefused(f'{DEMO_WARNING} To get its answer anyway, send "allow_demo": true.')
     try:
-        response = await until_disconnect(request, engine.retranslate(batch, lease))
+        response = await until_disconnect(request, service.retranslate(batch, lease))
     except ClientGone:
         return Response(status_code=499)
+    finally:
+        await service.release(lease, unload=batch.unload_after)
     item = response.results[0]
     if not item.success or item.translation is None:
         kind = ErrorKind(item.error_code) if item.error_code else ErrorKind.INTERNAL
@@ -198,8 +204,8 @@ async def translate_text(body: TranslateTextRequest, engine: EngineDep, settings
 
 
 @ops.get("/health", response_model=HealthResponse, summary="Backend, model and readiness (always 200)")
-async def health(engine: EngineDep) -> dict[str, Any]:
-    return await engine.selector.health()
+async def health(service: ServiceDep) -> dict[str, Any]:
+    return await service.health()
 
 
 @ops.get(
@@ -208,8 +214,8 @@ async def health(engine: EngineDep) -> dict[str, Any]:
     responses=_NOT_READY,
     summary="200 when the service can translate, else 503 (for container healthchecks)",
 )
-async def ready(engine: EngineDep) -> Any:
-    report = await engine.selector.health()
+async def ready(service: ServiceDep) -> Any:
+    report = await service.health()
     return JSONResponse(report, status_code=200 if report["status"] == "ready" else 503)
 
 
@@ -230,16 +236,8 @@ async def languages() -> list[LanguageInfo]:
 @api.get(
     "/models", summary="Models the backend has, the one a request without a model gets, and whether it is the demo"
 )
-async def models(engine: EngineDep) -> dict[str, Any]:
-    available = await engine.selector.available_models()
-    health = await engine.selector.health()
-    return {
-        "default": health["model"]["name"] if health["model"]["available"] else None,
-        "default_reason": health["model"]["reason"],
-        "models": available,
-        "backend": engine.selector.current.kind if engine.selector.current else "none",
-        "demo_model": engine.selector.demo,
-    }
+async def models(service: ServiceDep) -> dict[str, Any]:
+    return await service.models()
 
 
 router.include_router(api)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -16,10 +17,10 @@ from pydantic import (
     model_validator,
 )
 
-from app.editor_protocol import MAX_FIELD_CHARS
 from app.errors import ErrorKind, InvalidRequest, PayloadTooLarge
 from app.languages import LANGUAGES, UnknownLanguage, language_aliases, resolve_language
 from app.settings import MAX_CANDIDATES, Settings
+from app.vocabulary import MAX_FIELD_CHARS
 
 
 def _known_language(value: str) -> str:
@@ -351,3 +352,46 @@ def check_limits(body: RetranslateRequest, settings: Settings) -> None:
             f"{terms} glossary entries; the limit is {settings.max_glossary_terms} (RETRANSLATE_MAX_GLOSSARY_TERMS): "
             "send the terms that occur in this batch"
         )
+    check_glossary_size(glossary, settings)
+
+
+def _glossary_pairs(glossary: Mapping[str, object]) -> list[tuple[str, str]]:
+    pairs: list[tuple[str, str]] = []
+    for key, value in glossary.items():
+        if isinstance(value, dict):
+            pairs.extend((str(k), str(v)) for k, v in value.items())
+        else:
+            pairs.append((str(key), str(value)))
+    return pairs
+
+
+def check_glossary_size(glossary: Mapping[str, object], settings: Settings) -> None:
+    """What a glossary can make us build is bounded: each term and rendering, and the whole (a rendering goes
+    into the prompt of every line holding its term)."""
+    pairs = _glossary_pairs(glossary)
+    long_terms = [t for t, _ in pairs if len(t) > settings.max_glossary_term_chars]
+    if long_terms:
+        raise InvalidRequest(
+            f"glossary term(s) longer than {settings.max_glossary_term_chars} characters "
+            f"(RETRANSLATE_MAX_GLOSSARY_TERM_CHARS): {_quoted(long_terms)}; a term is a word or a name",
+            loc=("body", "glossary"),
+        )
+    long_renderings = [t for t, r in pairs if len(r) > settings.max_glossary_rendering_chars]
+    if long_renderings:
+        raise InvalidRequest(
+            f"glossary rendering(s) longer than {settings.max_glossary_rendering_chars} characters "
+            f"(RETRANSLATE_MAX_GLOSSARY_RENDERING_CHARS) for term(s) {_quoted(long_renderings)}: a rendering is "
+            "the term in the target language",
+            loc=("body", "glossary"),
+        )
+    total = sum(len(t) + len(r) for t, r in pairs)
+    if total > settings.max_glossary_chars:
+        raise PayloadTooLarge(
+            f"the glossary holds {total} characters; the limit is {settings.max_glossary_chars} "
+            "(RETRANSLATE_MAX_GLOSSARY_CHARS): send the terms that occur in this batch"
+        )
+
+
+def _quoted(items: list[str], most: int = 5) -> str:
+    shown = ", ".join(repr(item[:40]) for item in items[:most])
+    return shown + (f" and {len(items) - most} more" if len(items) > most else "")

@@ -34,3 +34,19 @@ async def require_api_key(
             "missing or wrong API key: send `Authorization: Bearer <key>` or `X-API-Key: <key>` with the "
             "value of RETRANSLATE_API_KEY"
         )
+
+
+def check_api_key(settings: Settings, request: Request) -> None:
+    """The same check as `require_api_key`, from the headers alone: run before the body is read, so that a
+    keyless client costs no parsing (FastAPI reads and parses the body before it resolves dependencies)."""
+    if settings.api_key is None:
+        return
+    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+    given = credentials.strip() if scheme.lower() == "bearer" and credentials.strip() else None
+    given = given or request.headers.get("x-api-key")
+    expected = settings.api_key.get_secret_value().encode()
+    if given is None or not hmac.compare_digest(given.encode(), expected):
+        raise Unauthorized(
+            "missing or wrong API key: send `Authorization: Bearer <key>` or `X-API-Key: <key>` with the "
+            "value of RETRANSLATE_API_KEY"
+        )

@@ -100,7 +100,10 @@ class Settings(BaseSettings):
         30.0, gt=0, description="How long a spawned `ollama serve` may take to answer."
     )
     pull_missing_model: bool = Field(
-        False, description="Pull the default model at startup when Ollama does not have it."
+        False,
+        description="Pull the default model at startup when Ollama does not have it: RETRANSLATE_MODEL, or "
+        "with no model named the recommended qwen3:4b-instruct-2507-q4_K_M when no model of the preference "
+        "list is installed.",
     )
     keep_alive: str | None = Field(
         None,
@@ -165,6 +168,13 @@ class Settings(BaseSettings):
         description="How long calls fail at once after the breaker opened; then one probe call decides whether the "
         "backend is back.",
     )
+    breaker_restart_window_s: float = Field(
+        30.0,
+        ge=0,
+        description="How long an engine that refuses connections counts as restarting: meanwhile lines wait "
+        "(each until its own deadline) for a probe to find it back instead of failing breaker_open; after it, "
+        "calls fail at once for RETRANSLATE_BREAKER_COOLDOWN_S (0: never wait).",
+    )
     max_response_bytes: int = Field(
         1024 * 1024,
         ge=4096,
@@ -206,6 +216,12 @@ class Settings(BaseSettings):
 
     # --- cache ------------------------------------------------------------------------------------------
     cache_size: int = Field(10_000, ge=0, description="Good results kept in memory (LRU); 0 turns the cache off.")
+    cache_max_rows: int = Field(
+        100_000,
+        ge=1,
+        description="Most results the SQLite file (RETRANSLATE_CACHE_PATH) keeps: beyond it the oldest are "
+        "deleted as new ones are written.",
+    )
     cache_path: Path | None = Field(
         None,
         description="SQLite file that keeps cached results across restarts (relative paths resolve "
@@ -246,8 +262,31 @@ class Settings(BaseSettings):
     max_glossary_terms: int = Field(
         1_000, ge=0, description="Most glossary entries one request may carry (413 beyond)."
     )
+    max_glossary_term_chars: int = Field(
+        100, ge=1, description="Longest glossary source term accepted, in characters (422 beyond)."
+    )
+    max_glossary_rendering_chars: int = Field(
+        200, ge=1, description="Longest glossary rendering (target term) accepted, in characters (422 beyond)."
+    )
+    max_glossary_chars: int = Field(
+        20_000,
+        ge=0,
+        description="Most characters in a request's whole glossary, terms and renderings together (413 beyond).",
+    )
+    max_prompt_glossary_chars: int = Field(
+        1_000,
+        ge=0,
+        description="Most glossary characters put into one line's prompt: the longest matching terms first, the "
+        "rest left out, so a line's prompt stays about the size of its source whatever the glossary.",
+    )
     max_body_bytes: int = Field(
         16 * 1024 * 1024, ge=1024, description="Largest request body accepted, in bytes (413 beyond)."
+    )
+    body_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="How long a client may take to send its whole request body (408 beyond): a slow sender "
+        "cannot hold a connection and its buffers open.",
     )
     shutdown_grace_s: float = Field(
         30.0,

@@ -2,11 +2,11 @@
 
     python bench/answers.py [--runs R] [--prompt-only] [--json OUT]
 
-Runs the 16 engine lines (bench/workload.py) zh->en and zh->ko through the service's own Engine on the
+Runs the 16 engine lines (bench/workload.py) zh->en and zh->ko through the service's own RetranslateService on the
 embedded llama-server with the packaged demo model, twice per run: with structured output (the answer's JSON
 schema as `response_format`) and in the prompt-only form (what a server that rejects the schema gets).
 Reports, per language and form: calls per line, unusable answers (no parseable translation), lines that
-ended failed, and why. The cache is off, so every run asks the engine.
+ended failed, and why. The cache is off, so every run asks the service.
 """
 
 from __future__ import annotations
@@ -24,22 +24,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from workload import ENGINE_LINES
 
 from app.schemas import RetranslateRequest, Task
-from app.service import Engine
+from app.service import RetranslateService
 from app.settings import Settings
 
 LANGS = ("en", "ko")
 
 
-async def one_form(engine: Engine, lang: str, structured: bool) -> dict[str, Any]:
-    lease = await engine.acquire(None)
+async def one_form(service: RetranslateService, lang: str, structured: bool) -> dict[str, Any]:
+    lease = await service.acquire(None)
     lease.handle.backend.structured = structured
-    before = {label: value for label, value in _calls(engine).items()}
+    before = {label: value for label, value in _calls(service).items()}
     body = RetranslateRequest(
         tasks=[Task(task_id=f"{lang}{i}", source=s, target_language=lang) for i, s in enumerate(ENGINE_LINES)],
         use_cache=False,
     )
-    response = await engine.retranslate(body, lease)
-    after = _calls(engine)
+    try:
+        response = await service.retranslate(body, lease)
+    finally:
+        await service.release(lease, unload=False)
+    after = _calls(service)
     calls = {label: after.get(label, 0) - before.get(label, 0) for label in after}
     results = response.results
     return {
@@ -57,9 +60,9 @@ async def one_form(engine: Engine, lang: str, structured: bool) -> dict[str, Any
     }
 
 
-def _calls(engine: Engine) -> dict[str, float]:
+def _calls(service: RetranslateService) -> dict[str, float]:
     counts: dict[str, float] = {}
-    for metric in engine.metrics.backend_calls.collect():
+    for metric in service.metrics.backend_calls.collect():
         for sample in metric.samples:
             if sample.name.endswith("_total"):
                 counts[sample.labels["status"]] = sample.value
@@ -76,19 +79,19 @@ async def main_async(runs: int, forms: list[bool]) -> list[dict[str, Any]]:
         cache_size=0,
         log_level="WARNING",
     )
-    engine = Engine(settings, allow_autostart=False)
-    await engine.open(check_backend=False)
+    service = RetranslateService(settings, allow_autostart=False)
+    await service.open(check_backend=False)
     rows = []
     try:
         for run in range(runs):
             for lang in LANGS:
                 for structured in forms:
-                    row = await one_form(engine, lang, structured)
+                    row = await one_form(service, lang, structured)
                     row["run"] = run
                     rows.append(row)
                     print(json.dumps({k: v for k, v in row.items() if k != "samples"}, ensure_ascii=False), flush=True)
     finally:
-        await engine.close()
+        await service.close()
     return rows
 
 

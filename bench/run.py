@@ -1,6 +1,6 @@
 """Benchmarks of the retranslate service, side by side with what users had and with the backend's limit.
 
-    python bench/run.py [--quick] [--out DIR] [--only litellm]
+    python bench/run.py [--quick] [--out DIR] [--only litellm|http]
 
 Writes DIR/results.md (tables, targets, machine), DIR/results.png (chart) and DIR/results.json (raw
 numbers). Every process (fake Ollama, the service, llama-server, the LiteLLM proxy) runs on its own, on
@@ -373,6 +373,59 @@ def overhead(ctx: Context) -> dict[str, Any]:
         "service": summary("service"),
         "tuned direct": summary("tuned direct"),
         "latency": {"samples": m, "service": lat(via_service), "direct": lat(direct)},
+    }
+
+
+# --- 2b. the HTTP stacks (issue 28) -------------------------------------------------------------------
+
+
+def http_stacks(ctx: Context) -> dict[str, Any]:
+    """The service's CPU per line and tasks/s on the same workload through its two backend paths: Ollama's
+    native API (aiohttp) and the OpenAI-compatible one (the openai SDK, on its transport), against the same
+    fake at latency 0, alternating. `--only http` runs just this (issue 28: the SDK's transport change)."""
+    fake, plan = ctx.fake, ctx.plan
+    fake.configure(latency_s=0.0, parallel=P)
+    n = plan.overhead_n
+    tasks = make_tasks(make_lines(n, seed=2800))
+    limit = 600.0
+    services = {
+        "ollama native": ctx.service,
+        "openai SDK": ctx.procs.service(
+            "service-openai",
+            {
+                "RETRANSLATE_BACKEND": "openai",
+                "RETRANSLATE_OPENAI_BASE_URL": f"{fake.url}/v1",
+                "RETRANSLATE_MODEL": FAKE_MODEL,
+                "RETRANSLATE_MAX_CONCURRENCY": str(P),
+            },
+        ),
+    }
+    for who, svc in services.items():
+        with ctx.progress.step(f"2b http: warm-up {who}"):
+            asyncio.run(service_batch(svc.url, tasks[:100], limit_s=limit))
+    runs: dict[str, list[dict[str, Any]]] = {who: [] for who in services}
+    for rep in range(plan.overhead_reps):
+        order = list(services) if rep % 2 == 0 else list(reversed(services))
+        for who in order:
+            svc = services[who]
+            with ctx.progress.step(f"2b http: {who} ({rep + 1}/{plan.overhead_reps})"):
+                fake.reset()
+                before = cpu_s(svc.pid)
+                run = ctx.measure(service_batch(svc.url, tasks, limit_s=limit))
+                run.extra["tasks_per_s"] = n / run.wall_s
+                run.extra["service_cpu_ms_per_line"] = 1000 * (cpu_s(svc.pid) - before) / n
+                runs[who].append(run_dict(run))
+    return {
+        "n": n,
+        "runs": runs,
+        "summary": {
+            who: {
+                "tasks_per_s": median([r["extra"]["tasks_per_s"] for r in rs]),
+                "service_cpu_ms_per_line": median([r["extra"]["service_cpu_ms_per_line"] for r in rs]),
+                "failed": max(r["failed"] for r in rs),
+            }
+            for who, rs in runs.items()
+        },
     }
 
 
@@ -854,7 +907,9 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 def run_all(plan: Plan, out: Path, only: str | None = None) -> dict[str, Any]:
     procs = Processes(out / "logs")
-    only_steps = one_slot_steps(plan) if only == "one_slot" else litellm_steps(plan)
+    only_steps = {"one_slot": one_slot_steps(plan), "http": 2 + 2 * plan.overhead_reps}.get(
+        only or "", litellm_steps(plan)
+    )
     progress = Progress(plan.steps() if only is None else 1 + only_steps + 1)
     started = time.time()
     try:
@@ -875,13 +930,14 @@ def run_all(plan: Plan, out: Path, only: str | None = None) -> dict[str, Any]:
         for name, scenario in (
             ("scheduling", scheduling),
             ("overhead", overhead),
+            ("http", http_stacks),
             ("memory", memory),
             ("engine", engine),
             ("repeats", repeats),
             ("litellm", litellm_scenario),
             ("one_slot", one_slot),
         ):
-            if only is not None and name != only:
+            if (only is None and name == "http") or (only is not None and name != only):
                 continue
             scenarios[name] = scenario(ctx)
             # Kept as it goes: an interrupted run still leaves what it measured.
@@ -900,7 +956,7 @@ def run_all(plan: Plan, out: Path, only: str | None = None) -> dict[str, Any]:
                 write_markdown(results, out / "results.md", chart="results.png")
             elif only == "litellm":
                 write_litellm_markdown(results, out / "results.md")
-            else:
+            elif only == "one_slot":
                 write_one_slot_markdown(results, out / "results.md")
         return results
     finally:
@@ -914,8 +970,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("bench/out"), help="output directory (default: bench/out)")
     parser.add_argument(
         "--only",
-        choices=["litellm", "one_slot"],
-        help="run only this scenario (6: LiteLLM, issue 23; 7: an engine with one slot, issue 31)",
+        choices=["litellm", "one_slot", "http"],
+        help="run only this scenario (6: LiteLLM, issue 23; 7: an engine with one slot, issue 31; http: the two "
+        "backend HTTP stacks, issue 28)",
     )
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _on_sigterm)
@@ -929,6 +986,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"done in {results['duration_s']:.0f} s: {args.out / 'results.md'}")
     for t in results["targets"]:
         print(f"  {'met ' if t['met'] else 'MISS' if t['met'] is False else 'n/a '}  {t['target']}: {t['measured']}")
+    if "http" in results["scenarios"]:
+        print(json.dumps(results["scenarios"]["http"]["summary"], indent=1))
     if "litellm" in results["scenarios"]:
         for line in litellm_ratios(results["scenarios"]["litellm"]):
             print(f"  {line}")

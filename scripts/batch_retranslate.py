@@ -6,11 +6,12 @@
 
 The editor runs this file with its own Python (3.8 or later), which has none of the service's dependencies.
 Everything about the editor's protocol (the config, the model choice, the output and its rules) lives in
-`app/editor_protocol.py` of this same checkout, standard library only, loaded here by path: the CLI and this
+`app/editor_protocol.py` of this same checkout, standard library only, imported from it: the CLI and this
 file cannot drift.
 
 1. When the retranslate service answers (RETRANSLATE_URL, default http://127.0.0.1:8642; RETRANSLATE_API_KEY
-   is sent as a bearer token when set), the work goes there (POST /retranslate/stream, for progress).
+   is sent as a bearer token when set), the work goes there (POST /retranslate/stream, for progress). These
+   and RETRANSLATE_CLI_DEADLINE_S come from the environment, else from the checkout's `.env`, as for the CLI.
 2. Otherwise the in-process CLI runs with the service's own interpreter (RETRANSLATE_PYTHON, else the
    project's .venv) as `python -m app.cli CONFIG.json ...`; its output passes through.
 3. Whatever fails, the output ends the same way: one line saying what happened and how to fix it, then the
@@ -18,7 +19,6 @@ file cannot drift.
 """
 
 import collections
-import importlib.util
 import os
 import subprocess
 import sys
@@ -31,13 +31,12 @@ PROTOCOL = os.path.join(REPO, "app", "editor_protocol.py")
 
 
 def load_protocol() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("retranslate_editor_protocol", PROTOCOL)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"{PROTOCOL} is not a Python module")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # NamedTuple and friends look their module up
-    spec.loader.exec_module(module)
-    return module
+    """`app.editor_protocol` of this checkout (it and `app.vocabulary` are standard library only)."""
+    if REPO not in sys.path:
+        sys.path.insert(0, REPO)
+    from app import editor_protocol
+
+    return editor_protocol
 
 
 def service_python() -> Optional[str]:
@@ -109,7 +108,9 @@ def run(protocol: ModuleType, argv: Optional[List[str]]) -> int:
         argv,
         url_help=f"the service's URL (default: RETRANSLATE_URL, else {protocol.DEFAULT_URL})",
     )
-    deadline = protocol.Deadline(protocol.deadline_seconds(args))
+    # Like the CLI and the service: the environment first, then the checkout's .env (one key for all).
+    env = {**protocol.read_env_file(os.path.join(REPO, ".env")), **os.environ}
+    deadline = protocol.Deadline(protocol.deadline_seconds(args, env=env))
     try:
         config = protocol.read_config(args.config)
     except protocol.ConfigError as exc:
@@ -118,9 +119,9 @@ def run(protocol: ModuleType, argv: Optional[List[str]]) -> int:
     if not batch.pending():
         return int(protocol.finish_run(batch, protocol.Outcome(), args, deadline))
 
-    url = (args.url or os.environ.get("RETRANSLATE_URL") or protocol.DEFAULT_URL).rstrip("/")
+    url = (args.url or env.get("RETRANSLATE_URL") or protocol.DEFAULT_URL).rstrip("/")
     try:
-        client = protocol.ServiceClient(url, os.environ.get("RETRANSLATE_API_KEY"))
+        client = protocol.ServiceClient(url, env.get("RETRANSLATE_API_KEY") or None)
         outcome = protocol.translate_via_service(client, batch, config.get("model"), args, deadline)
     except protocol.NoResults as exc:
         outcome = protocol.Outcome(notice=str(exc))

@@ -30,6 +30,8 @@ FAST = {
     # One follow-up at a time (today's re-asks): the tests that count re-ask calls stay exact, and pass as the
     # proof that `candidates: 1` behaves as before. tests/translator/test_candidates.py covers k > 1.
     "candidates": 1,
+    # A backend a test stops stays down: lines wait this long for it to come back (the restart window).
+    "breaker_restart_window_s": 1.0,
 }
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -221,3 +223,31 @@ def test_a_bad_value_read_back_from_the_cache_is_dropped_and_asked_afresh(
     assert [r["cached"] for r in again] == [False, False]
     assert [r["translation"] for r in again] == [r["translation"] for r in good]
     assert chat_calls(fake_clean) == calls + 2
+
+
+def test_the_sqlite_file_keeps_at_most_max_rows_the_newest(tmp_path: Path) -> None:
+    path = tmp_path / "cache.sqlite3"
+
+    def keys_in_file() -> list[str]:
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            return [key for (key,) in db.execute("SELECT key FROM results ORDER BY rowid")]
+
+    async def scenario() -> None:
+        cache = ResultCache(100, path, max_rows=3)
+        await cache.open()
+        assert cache.persistent
+        for i in range(6):
+            await cache.put(f"k{i}", {"translation": f"T{i}"})
+        await cache.put("k1", {"translation": "T1 again"})  # written again: now the newest
+        await cache.close()
+        assert keys_in_file() == ["k4", "k5", "k1"]
+        # A restart with a smaller bound prunes the file it finds; a discarded result leaves the file too.
+        smaller = ResultCache(100, path, max_rows=2)
+        await smaller.open()
+        assert smaller.get("k1") == {"translation": "T1 again"}
+        assert smaller.get("k4") is None
+        smaller.discard("k5")
+        await smaller.close()
+        assert keys_in_file() == ["k1"]
+
+    asyncio.run(scenario())

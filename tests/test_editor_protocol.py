@@ -10,35 +10,42 @@ from pathlib import Path
 import pytest
 
 from app import editor_protocol as protocol
+from app import vocabulary
 from app.languages import LANGUAGES, language_aliases
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.parametrize("path", ["app/editor_protocol.py", "scripts/batch_retranslate.py"])
+@pytest.mark.parametrize("path", ["app/editor_protocol.py", "app/vocabulary.py", "scripts/batch_retranslate.py"])
 def test_the_editors_files_parse_as_python_3_8(path: str) -> None:
     """The editor runs these with its own Python (3.8 and later)."""
     source = (ROOT / path).read_text(encoding="utf-8")
     ast.parse(source, filename=path, feature_version=(3, 8))
 
 
-def test_the_protocol_imports_only_the_standard_library() -> None:
-    tree = ast.parse((ROOT / "app/editor_protocol.py").read_text(encoding="utf-8"))
-    imported = {
-        ((node.module or "") if isinstance(node, ast.ImportFrom) else alias.name).split(".")[0]
+@pytest.mark.parametrize(
+    ("path", "ours"), [("app/editor_protocol.py", {"app.vocabulary"}), ("app/vocabulary.py", set())]
+)
+def test_the_protocol_imports_only_the_standard_library(path: str, ours: set[str]) -> None:
+    """The drop-in runs with the editor's Python, which has none of our dependencies: of `app`, the protocol
+    imports only the shared vocabulary, which imports nothing of ours."""
+    tree = ast.parse((ROOT / path).read_text(encoding="utf-8"))
+    modules = {
+        (node.module or "") if isinstance(node, ast.ImportFrom) else alias.name
         for node in ast.walk(tree)
         if isinstance(node, ast.Import | ast.ImportFrom)
         for alias in node.names
     }
     import sys
 
-    assert imported - {"__future__"} <= set(sys.stdlib_module_names)
+    assert {m for m in modules if m.split(".")[0] == "app"} == ours
+    assert {m.split(".")[0] for m in modules if m not in ours} - {"__future__"} <= set(sys.stdlib_module_names)
 
 
 def test_every_language_name_the_service_accepts_is_the_protocols() -> None:
     for lang in LANGUAGES:
         for alias in language_aliases(lang):
-            assert protocol.language_code(alias) == lang.code
+            assert vocabulary.language_code(alias) == lang.code
 
 
 GOOD = {"task_id": "t", "source": "大哥", "target_language": "韩语"}
@@ -102,11 +109,11 @@ def test_the_model_choice(config_model, installed, fallback, expected) -> None:
 
 
 def test_the_preference_list_puts_the_recommended_non_thinking_build_first() -> None:
-    assert protocol.MODEL_PREFERENCE[0] == protocol.RECOMMENDED_MODEL == "qwen3:4b-instruct-2507-q4_K_M"
-    assert protocol.MODEL_PREFERENCE.index("qwen3:4b") > protocol.MODEL_PREFERENCE.index("qwen3:4b-instruct")
+    assert vocabulary.MODEL_PREFERENCE[0] == vocabulary.RECOMMENDED_MODEL == "qwen3:4b-instruct-2507-q4_K_M"
+    assert vocabulary.MODEL_PREFERENCE.index("qwen3:4b") > vocabulary.MODEL_PREFERENCE.index("qwen3:4b-instruct")
     installed = ["qwen2.5:7b", "qwen3:4b", "qwen3:4b-instruct-2507-q4_K_M"]
-    assert protocol.first_installed(protocol.MODEL_PREFERENCE, installed) == "qwen3:4b-instruct-2507-q4_K_M"
-    assert protocol.first_installed(protocol.MODEL_PREFERENCE, ["qwen2.5:7b", "qwen3:4b"]) == "qwen3:4b"
+    assert vocabulary.first_installed(vocabulary.MODEL_PREFERENCE, installed) == "qwen3:4b-instruct-2507-q4_K_M"
+    assert vocabulary.first_installed(vocabulary.MODEL_PREFERENCE, ["qwen2.5:7b", "qwen3:4b"]) == "qwen3:4b"
 
 
 def test_the_list_keeps_every_line_short_and_none_starting_with_a_bracket() -> None:

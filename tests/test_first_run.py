@@ -12,9 +12,10 @@ from types import SimpleNamespace
 import httpx
 import pytest
 
-from app.editor_protocol import DEMO_NOTICE, MODEL_PREFERENCE, RECOMMENDED_MODEL
+from app.editor_protocol import DEMO_NOTICE
 from app.first_run import missing_model_fix
 from app.main import shutdown_signals
+from app.vocabulary import MODEL_PREFERENCE, RECOMMENDED_MODEL
 from tests.conftest import ENGINE, engine_available, make_settings
 from tests.helpers import wait_ready
 from tests.servers.fake_ollama import FakeOllama

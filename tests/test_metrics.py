@@ -43,3 +43,26 @@ def test_metrics_count_outcomes_calls_retries_reasks_and_cache_hits(
     assert value(text, "retranslate_backend_in_flight") == 0
     assert value(text, "retranslate_backend_latency_seconds_count") == 5
     assert 'http_requests_total{handler="/retranslate",method="POST",status="2xx"}' in text
+
+
+def test_made_up_methods_and_paths_create_no_series(service_factory: ServiceFactory, fake_clean: FakeOllama) -> None:
+    """/metrics labels come from a fixed set: 300 made-up methods and paths, keyless or not, add no series."""
+    key = "metrics-key"
+    service = service_factory(api_key=key)
+    auth = {"Authorization": f"Bearer {key}"}
+    with service.client() as client:
+        client.get("/health")
+        client.request("FOO", "/retranslate")
+        client.request("BAR", "/made/up")  # the fixed set: a made-up method and path each have one label
+        before = client.get("/metrics", headers=auth).text
+        for i in range(150):
+            client.request(f"M{i}", f"/made/up/{i}")
+            client.request(f"X{i}", "/retranslate")  # keyless, a real path
+        after = client.get("/metrics", headers=auth).text
+
+    def series(text: str) -> set[str]:
+        return {line.rsplit(" ", 1)[0] for line in text.splitlines() if line.startswith("http_")}
+
+    new = series(after) - series(before)
+    assert not new, sorted(new)[:10]
+    assert len(after) < 2 * len(before), (len(before), len(after))

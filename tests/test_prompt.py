@@ -63,8 +63,8 @@ def test_parse_rejects(content: str) -> None:
 
 
 def test_parse_reports_thinking() -> None:
-    assert parse_answer('<think>x</think>{"tr": "형님"}').had_thinking
-    assert not parse_answer('{"tr": "형님"}').had_thinking
+    assert parse_answer('<think>x</think>{"tr": "형님"}').text == "형님"
+    assert parse_answer('{"tr": "형님"}').text == "형님"
 
 
 def test_first_ask_puts_rules_in_system_and_source_in_a_delimited_block() -> None:

@@ -195,3 +195,21 @@ def test_translate_text_is_503_when_not_ready_and_422_on_bad_input(service: Serv
     assert "ollama pull no:1b" in missing.json()["detail"]
     assert unknown.status_code == 422
     assert blank.status_code == 422
+
+
+@pytest.mark.parametrize("path", ["/retranslate", "/retranslate/stream"])
+def test_unload_after_still_unloads_when_the_client_leaves(
+    service_factory: ServiceFactory, fake_clean: FakeOllama, path: str
+) -> None:
+    """The editor gives up on a batch that asked to unload: the model still leaves the GPU (voice cloning
+    needs the memory next)."""
+    service = service_factory(max_concurrency=2)
+    fake_clean.configure(latency_s=60.0, parallel=2)
+    tasks = [{"task_id": f"u{i}", "source": f"卸载{i}", "target_language": "ko"} for i in range(4)]
+    post_and_leave(
+        service.port, path, {"tasks": tasks, "unload_after": True}, until=lambda: fake_clean.stats()["in_flight"] == 2
+    )
+    assert wait_until(lambda: fake_clean.stats()["unloads"] != []), "the model was never unloaded"
+    with service.client() as client:
+        model = client.get("/health").json()["model"]["name"]
+    assert fake_clean.stats()["unloads"] == [model]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -212,7 +213,18 @@ def test_loopback_names_are_served(service: ServiceServer, host: str) -> None:
     assert httpx.get(f"{service.url}/health", headers={"Host": host}, timeout=10).status_code == 200
 
 
-@pytest.mark.parametrize("host", ["evil.example", "evil.example:8642", "127.0.0.1.nip.io", "192.168.1.5"])
+@pytest.mark.parametrize(
+    "host",
+    [
+        "evil.example",
+        "evil.example:8642",
+        "127.0.0.1.nip.io",
+        "192.168.1.5",
+        "[::1]evil.example",  # only the bracketed part was checked
+        "[::1]:8642evil",
+        "localhost:evil",
+    ],
+)
 def test_any_other_host_header_is_a_400_naming_the_setting(service: ServiceServer, host: str) -> None:
     for method, path in (("GET", "/health"), ("POST", "/retranslate")):
         response = httpx.request(method, f"{service.url}{path}", json=ONE, headers={"Host": host}, timeout=10)
@@ -349,6 +361,23 @@ def test_user_and_model_text_cannot_forge_or_flood_log_lines(fake_clean: FakeOll
     assert max(len(line) for line in log.splitlines()) < 8000
 
 
+BIDI = "\u202e\u2066\u200f\u061c"
+
+
+def test_bidi_controls_from_a_subtitle_reach_the_log_escaped(fake_clean: FakeOllama) -> None:
+    """A right-to-left override in a task id, a source and a model's answer is logged as an escape."""
+    fake_clean.configure(raw_by_source={"双向": json.dumps({"tr": f"a{BIDI}b"})})
+
+    def work(url: str) -> None:
+        task = {"task_id": f"bidi{BIDI}id", "source": f"双向{BIDI}文字", "target_language": "en"}
+        assert httpx.post(f"{url}/retranslate", json={"tasks": [task]}, timeout=60).status_code == 200
+
+    log = _run_logged(fake_clean, work)
+    assert "bidi" in log  # the item was logged...
+    assert not any(ch in log for ch in BIDI), [line for line in log.splitlines() if any(c in line for c in BIDI)]
+    assert "\\u202e" in log  # ...with the override escaped
+
+
 @pytest.mark.parametrize(
     ("path", "body"),
     [
@@ -377,3 +406,23 @@ def test_a_client_that_leaves_is_quiet(fake_clean: FakeOllama, path: str, body: 
     assert len(lines) == 1, log
     assert f'handler="{path}",method="POST",status="5xx"' not in metrics["text"]
     assert f'handler="{path}",method="POST",status="4xx"' in metrics["text"]
+
+
+def test_a_body_sent_too_slowly_gets_a_408(service_factory: ServiceFactory, fake_clean: FakeOllama) -> None:
+    """RETRANSLATE_BODY_TIMEOUT_S: a client that sends half its body and stalls is answered 408."""
+    service = service_factory(body_timeout_s=0.5)
+    body = b'{"tasks": [{"task_id": "s", "source": "\\u6162", "target_language": "ko"}]}'
+    with socket.create_connection(("127.0.0.1", service.port), timeout=30) as sock:
+        sock.sendall(
+            f"POST /retranslate HTTP/1.1\r\nHost: 127.0.0.1:{service.port}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body[:20]
+        )
+        answer = b""
+        while b"RETRANSLATE_BODY_TIMEOUT_S" not in answer:  # the rest is never sent; bounded by the timeout
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:300]
+    assert b"RETRANSLATE_BODY_TIMEOUT_S" in answer

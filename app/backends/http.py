@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import zlib
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -25,7 +26,10 @@ def new_session(max_connections: int) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=max_connections, limit_per_host=max_connections),
         # Redirects are not part of any backend API we speak; following one could leave the loopback.
-        auto_decompress=True,
+        # No compression: asked for none, and a peer that sends it anyway is inflated by `Inflater`, counted
+        # against the limit as it inflates (aiohttp's own decoding would inflate a 300 KB bomb to 300 MB).
+        auto_decompress=False,
+        headers={"Accept-Encoding": "identity"},
     )
 
 
@@ -70,22 +74,66 @@ def _transport_error(what: str, exc: BaseException, timeout_s: float | None) -> 
         return BackendCallError(ErrorKind.SERVER, f"{what}: the backend sent a malformed reply ({exc.message})")
     if isinstance(exc, aiohttp.ClientPayloadError):  # the body broke off (a reset mid-body)
         return BackendCallError(ErrorKind.CONNECTION, f"{what}: the reply broke off ({type(exc).__name__})")
+    if isinstance(exc, aiohttp.ClientConnectorError):  # nothing listens (yet): e.g. the engine restarting
+        return BackendCallError(ErrorKind.CONNECTION, f"{what} failed: {type(exc).__name__}: {exc}", refused=True)
     return BackendCallError(ErrorKind.CONNECTION, f"{what} failed: {type(exc).__name__}: {exc}")
 
 
+class Inflater:
+    """Decodes a reply's Content-Encoding as it arrives and counts the DECODED bytes against the limit
+    (RETRANSLATE_MAX_RESPONSE_BYTES): the one place every backend body is bounded after decoding. We ask
+    for identity; a peer that compresses anyway gets gzip/deflate inflated here at most limit + 1 bytes at
+    a time, and any other encoding refused."""
+
+    def __init__(self, encoding: str | None, limit: int) -> None:
+        self.limit = limit
+        self.size = 0
+        name = (encoding or "identity").strip().lower()
+        self._zlib: Any = None
+        self._deflate = name == "deflate"
+        if name in ("gzip", "x-gzip"):
+            self._zlib = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        elif self._deflate:
+            self._zlib = zlib.decompressobj()
+        elif name != "identity":
+            raise BackendCallError(
+                ErrorKind.SERVER,
+                f"the backend sent Content-Encoding {name[:40]!r} although it was asked for identity",
+            )
+
+    def feed(self, chunk: bytes) -> bytes:
+        if self._zlib is None:
+            out = chunk
+        else:
+            room = self.limit - self.size + 1
+            try:
+                out = self._zlib.decompress(chunk, room)
+            except zlib.error as exc:
+                if not (self._deflate and self.size == 0):
+                    broken = f"the backend's compressed reply is broken: {exc}"
+                    raise BackendCallError(ErrorKind.SERVER, broken) from None
+                # "deflate" is raw deflate for some servers (no zlib header).
+                self._zlib = zlib.decompressobj(-zlib.MAX_WBITS)
+                self._deflate = False
+                return self.feed(chunk)
+        self.size += len(out)
+        if self.size > self.limit:
+            raise too_large(self.limit)
+        return out
+
+    def flush(self) -> bytes:
+        return b"" if self._zlib is None else self.feed(b"")
+
+
 async def _read_limited(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    inflater = Inflater(response.headers.get("Content-Encoding"), limit)
     declared = response.content_length
-    if declared is not None:
-        if declared > limit:
-            raise too_large(limit)
-        return await response.read()  # bounded by the declared length
+    if declared is not None and declared > limit:
+        raise too_large(limit)
     chunks: list[bytes] = []
-    size = 0
     async for chunk in response.content.iter_chunked(64 * 1024):
-        size += len(chunk)
-        if size > limit:
-            raise too_large(limit)
-        chunks.append(chunk)
+        chunks.append(inflater.feed(chunk))
+    chunks.append(inflater.flush())
     return b"".join(chunks)
 
 
@@ -136,6 +184,8 @@ class JsonHttp:
             if response.status >= 300:
                 content = await _read_limited(response, self.max_body_bytes)
                 raise error_for_status(response.status, error_text(content, response.reason or ""), None)
+            if response.headers.get("Content-Encoding", "identity").strip().lower() != "identity":
+                raise BackendCallError(ErrorKind.SERVER, "the backend compressed a streamed reply it was asked not to")
             while True:
                 line = await response.content.readline()
                 if not line:

@@ -1,7 +1,8 @@
 """Any OpenAI-compatible `/v1` server (vLLM, a LiteLLM proxy, llama-server, Ollama's /v1, a hosted API).
 
 Chat goes through the openai SDK with its own retries off (the translator owns retries, so no work is sent
-twice). Its transport is wrapped so that every body it reads is bounded (RETRANSLATE_MAX_RESPONSE_BYTES).
+twice), on the SDK's aiohttp transport (the one HTTP library of the service), wrapped so that every body it
+reads is bounded (RETRANSLATE_MAX_RESPONSE_BYTES).
 What the server is decides the extras: Ollama's /v1 gets the thinking switch it honours
 (`reasoning_effort: "none"`), llama-server gets `chat_template_kwargs` and tells us its slots (`/props`).
 """
@@ -21,7 +22,7 @@ import openai
 import pydantic
 
 from app.backends.base import BackendBase, BackendKind, ChatReply, ChatRequest, Readiness
-from app.backends.http import JsonHttp, retry_after, too_large
+from app.backends.http import Inflater, JsonHttp, retry_after, too_large
 from app.backends.timings import from_llama_server
 from app.errors import BackendCallError, ErrorKind, error_for_status
 from app.metrics import Metrics
@@ -35,17 +36,21 @@ class _TooLarge(Exception):
 
 
 class _LimitedStream(httpx2.AsyncByteStream):
-    def __init__(self, inner: httpx2.AsyncByteStream, limit: int) -> None:
+    """The body, decoded here (not by httpx: it would inflate a bomb whole) and bounded after decoding."""
+
+    def __init__(self, inner: httpx2.AsyncByteStream, inflater: Inflater) -> None:
         self._inner = inner
-        self._limit = limit
+        self._inflater = inflater
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        size = 0
-        async for chunk in self._inner:
-            size += len(chunk)
-            if size > self._limit:
-                raise _TooLarge
-            yield chunk
+        try:
+            async for chunk in self._inner:
+                yield self._inflater.feed(chunk)
+            yield self._inflater.flush()
+        except BackendCallError as exc:
+            if exc.kind is ErrorKind.RESPONSE_TOO_LARGE:
+                raise _TooLarge from None
+            raise
 
     async def aclose(self) -> None:
         await self._inner.aclose()
@@ -59,16 +64,24 @@ class _LimitedTransport(httpx2.AsyncBaseTransport):
         self._limit = limit
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        request.headers["Accept-Encoding"] = "identity"  # a peer that compresses anyway: see _LimitedStream
         response = await self._inner.handle_async_request(request)
         declared = response.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self._limit:
             await response.aclose()
             raise _TooLarge
         assert isinstance(response.stream, httpx2.AsyncByteStream)
+        try:
+            inflater = Inflater(response.headers.get("content-encoding"), self._limit)
+        except BackendCallError:
+            await response.aclose()
+            raise
+        # Decoded here: httpx must not decode again, and the declared length was the encoded one.
+        headers = [(k, v) for k, v in response.headers.raw if k.lower() not in (b"content-encoding", b"content-length")]
         return httpx2.Response(
             response.status_code,
-            headers=response.headers,
-            stream=_LimitedStream(response.stream, self._limit),
+            headers=headers,
+            stream=_LimitedStream(response.stream, inflater),
             extensions=response.extensions,
             request=request,
         )
@@ -77,18 +90,33 @@ class _LimitedTransport(httpx2.AsyncBaseTransport):
         await self._inner.aclose()
 
 
+class _BoundedAioHttpClient(openai.DefaultAioHttpClient):
+    """The SDK's aiohttp transport (`openai[aiohttp]`: the service's one HTTP library), every body it reads
+    bounded (direct and proxied connections alike)."""
+
+    def __init__(self, *, limit: int, **kwargs: Any) -> None:
+        self._limit = limit
+        super().__init__(**kwargs)
+
+    def _init_transport(self, *args: Any, **kwargs: Any) -> httpx2.AsyncBaseTransport:
+        return _LimitedTransport(super()._init_transport(*args, **kwargs), self._limit)
+
+    def _init_proxy_transport(self, *args: Any, **kwargs: Any) -> httpx2.AsyncBaseTransport:
+        return _LimitedTransport(super()._init_proxy_transport(*args, **kwargs), self._limit)
+
+
 def new_openai_client(base_url: str, api_key: str | None, settings: Settings) -> openai.AsyncOpenAI:
     pool = settings.max_concurrency + 4
-    transport = _LimitedTransport(
-        httpx2.AsyncHTTPTransport(limits=httpx2.Limits(max_connections=pool, max_keepalive_connections=pool)),
-        settings.max_response_bytes,
-    )
     return openai.AsyncOpenAI(
         base_url=base_url,
         api_key=api_key or "not-needed",
         max_retries=0,
         timeout=httpx2.Timeout(settings.request_timeout_s, connect=5.0),
-        http_client=openai.DefaultAsyncHttpxClient(transport=transport),
+        http_client=_BoundedAioHttpClient(
+            limit=settings.max_response_bytes,
+            limits=httpx2.Limits(max_connections=pool, max_keepalive_connections=pool),
+            timeout=httpx2.Timeout(settings.request_timeout_s, connect=5.0),
+        ),
     )
 
 
@@ -121,6 +149,9 @@ class OpenAICompatBackend(BackendBase):
         # Learned from the server itself: "ollama", "llama-server" or "generic".
         self.server = "generic"
         self._extra_body: dict[str, Any] = {}
+        # Detected once per reachable spell (not on every readiness check: that cost 2 requests every
+        # RETRANSLATE_READINESS_TTL_S and 404s on hosted APIs); again after the server was unreachable.
+        self._detected = False
         self.last: Readiness | None = None
 
     # --- readiness --------------------------------------------------------------------------------------
@@ -171,8 +202,11 @@ class OpenAICompatBackend(BackendBase):
                 f"{self.name} does not answer ({exc}). Start it, or fix RETRANSLATE_OPENAI_BASE_URL."
             )  # fmt: skip
             readiness = Readiness(False, problem=detail)
+            self._detected = False
         else:
-            await self._detect()
+            if not self._detected:
+                await self._detect()
+                self._detected = True
             readiness = Readiness(True, models=models)
         self.last = readiness
         return readiness
@@ -192,6 +226,8 @@ class OpenAICompatBackend(BackendBase):
         """The one mapping of the SDK's failures."""
         if isinstance(exc, _TooLarge):
             return too_large(self.settings.max_response_bytes)
+        if isinstance(exc, BackendCallError):
+            return exc
         if isinstance(exc, openai.APITimeoutError):
             return BackendCallError(ErrorKind.TIMEOUT, f"backend call timed out: {exc}")
         if isinstance(exc, openai.APIConnectionError):

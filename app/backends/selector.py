@@ -1,17 +1,18 @@
-"""Which backend and model a batch runs on, readiness, and what /health reports.
+"""Which backend and model a batch runs on, and when engines are unloaded or stopped.
 
 Created once in the lifespan (or by the CLI). It owns the long-lived HTTP session, the backends and any
 process they spawned. Each batch gets a `Lease` on an immutable `BackendHandle` that it keeps to its end:
 `auto` switches engines only between batches, and goes back to Ollama as soon as Ollama answers again.
 Readiness is checked cheaply and reused for `readiness_ttl_s`; /health never waits for a model load or an
-engine start (those run for the requests that need them, or in the background at startup).
+engine start (those run for the requests that need them, or in the background at startup). One decision
+tree (`decide`) serves both a batch and /health (health.py); one `BackendState` per backend (state.py) holds
+its readiness, its leases (leases.py) and what to free when the last one ends.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -19,13 +20,22 @@ from typing import Any
 from app.backends.base import Backend, BackendHandle, Readiness
 from app.backends.embedded import EmbeddedBackend, demo_model_path
 from app.backends.http import new_session
+from app.backends.leases import Lease
 from app.backends.ollama import OllamaBackend
 from app.backends.openai_compat import OpenAICompatBackend
-from app.editor_protocol import MODEL_PREFERENCE, RECOMMENDED_MODEL, first_installed, preference_hint, same_model
+from app.backends.state import BackendState, ReadinessCache
 from app.errors import BackendCallError, BackendUnavailable, ModelUnavailable
 from app.first_run import missing_model_fix, next_steps, next_steps_markdown
 from app.metrics import Metrics
 from app.settings import Settings
+from app.vocabulary import (
+    DEMO_WARNING,
+    MODEL_PREFERENCE,
+    RECOMMENDED_MODEL,
+    first_installed,
+    preference_hint,
+    same_model,
+)
 
 log = logging.getLogger(__name__)
 
@@ -38,53 +48,11 @@ OTHER_WAYS = next_steps()
 
 
 @dataclass(frozen=True)
-class ModelChoice:
-    sent: str
-    answering: str
+class BackendModel:
+    """The model a backend will answer with, and why it was chosen."""
+
+    name: str
     reason: str
-
-
-class _Checks:
-    """Readiness of one backend: reused while younger than the TTL; one check in flight at a time."""
-
-    def __init__(self, ttl_s: float) -> None:
-        self.ttl_s = ttl_s
-        self.last: Readiness | None = None
-        self._task: asyncio.Task[Readiness] | None = None
-
-    def fresh(self) -> Readiness | None:
-        last = self.last
-        if last is not None and time.monotonic() - last.checked_at < self.ttl_s:
-            return last
-        return None
-
-    @property
-    def running(self) -> bool:
-        return self._task is not None and not self._task.done()
-
-    async def run(self, check: Callable[[], Awaitable[Readiness]]) -> Readiness:
-        if not self.running:
-            self._task = asyncio.create_task(self._record(check()))
-        assert self._task is not None
-        return await asyncio.shield(self._task)
-
-    async def _record(self, work: Awaitable[Readiness]) -> Readiness:
-        self.last = await work
-        return self.last
-
-
-class Lease:
-    """A batch's hold on its handle; `release()` once the batch is done (unloading if it asked to)."""
-
-    def __init__(self, selector: Selector, handle: BackendHandle) -> None:
-        self.handle = handle
-        self._selector = selector
-        self._released = False
-
-    async def release(self, *, unload: bool = False) -> None:
-        if not self._released:
-            self._released = True
-            await self._selector._release(self.handle, unload)
 
 
 class Selector:
@@ -102,13 +70,10 @@ class Selector:
                 settings, metrics, self.session, settings.openai_base_url, settings.openai_api_key
             )
         self.current: Backend | None = None
-        self._checks: dict[int, _Checks] = {}
-        self._leases: dict[int, int] = {}
-        self._pending_unloads: dict[int, set[str]] = {}
-        self._stop_when_idle: set[int] = set()
+        self._states: list[BackendState] = []
         self.model_thinks: dict[str, bool] = {}
         # The model the last batch (or check) resolved to, and why: for the docs page.
-        self.last_choice: ModelChoice | None = None
+        self.last_choice: BackendModel | None = None
         self.startup_problem: str | None = None
         self.pull_status: dict[str, Any] | None = None
         self._background: set[asyncio.Task[Any]] = set()
@@ -137,21 +102,20 @@ class Selector:
             self.startup_problem = f"backend check failed: {exc}"
             return
         log.warning("backend in use: %s (%s)", backend.kind.upper(), self._describe_line(backend))
-        if isinstance(backend, OllamaBackend) and self.settings.model and self.settings.pull_missing_model:
-            readiness = self._checks_for(backend).last
-            if (
-                readiness
-                and readiness.models is not None
-                and first_installed([self.settings.model], readiness.models) is None
-            ):
-                await self._pull(backend, self.settings.model)
+        if isinstance(backend, OllamaBackend) and self.settings.pull_missing_model:
+            readiness = self._state(backend).readiness.last
+            # The default model: the one named, else the first installed of the preference list; when none of
+            # that list is installed, the recommended one is what to pull.
+            wanted = [self.settings.model] if self.settings.model else list(MODEL_PREFERENCE)
+            if readiness and readiness.models is not None and first_installed(wanted, readiness.models) is None:
+                await self._pull(backend, self.settings.model or RECOMMENDED_MODEL)
         try:
-            choice = await self._choose_model(backend, None, refresh=False)
+            choice = await self.choose_model(backend, None, refresh=False)
         except ModelUnavailable as exc:
             log.error("%s", exc.detail)
             return
         self.last_choice = choice
-        log.warning("model in use: %s (%s)", choice.answering, choice.reason)
+        log.warning("model in use: %s (%s)", choice.name, choice.reason)
 
     async def _pull(self, backend: OllamaBackend, model: str) -> None:
         log.warning("pulling %s (RETRANSLATE_PULL_MISSING_MODEL=true)", model)
@@ -179,7 +143,7 @@ class Selector:
             log.error("%s", self.startup_problem)
             return
         self.pull_status = {"model": model, "state": "done", "status": "success"}
-        self._checks_for(backend).last = None  # the model list changed
+        self._state(backend).readiness.last = None  # the model list changed
 
     async def close(self) -> None:
         """Stop what we spawned (reverse order of creation), close the clients."""
@@ -195,26 +159,13 @@ class Selector:
 
     # --- readiness ------------------------------------------------------------------------------------
 
-    def _checks_for(self, backend: Backend) -> _Checks:
-        return self._checks.setdefault(id(backend), _Checks(self.settings.readiness_ttl_s))
-
-    async def _ensure(self, backend: Backend) -> Readiness:
-        """For a request: fresh readiness, starting the engine when allowed (the request waits for it)."""
-        checks = self._checks_for(backend)
-        fresh = checks.fresh()
-        if fresh is not None and fresh.ok:
-            return fresh
-        return await checks.run(backend.ensure_up)
-
-    async def _probe(self, backend: Backend) -> Readiness:
-        """For /health: cheap, never waits for a start or a model load in progress."""
-        checks = self._checks_for(backend)
-        fresh = checks.fresh()
-        if fresh is not None:
-            return fresh
-        if checks.running:
-            return checks.last or Readiness(False, problem=f"{backend.kind}: starting, check in progress")
-        return await checks.run(backend.probe)
+    def _state(self, backend: Backend) -> BackendState:
+        for state in self._states:
+            if state.backend is backend:
+                return state
+        state = BackendState(backend, ReadinessCache(self.settings.readiness_ttl_s))
+        self._states.append(state)
+        return state
 
     def _embedded_backend(self, explicit: bool) -> EmbeddedBackend | None:
         """The embedded engine: the user's GGUF, or (only when chosen explicitly) the demo model."""
@@ -235,37 +186,44 @@ class Selector:
         return self.embedded
 
     async def _choose(self) -> Backend:
-        """The backend for the next batch, ready; or BackendUnavailable saying how to fix it."""
+        """The backend for the next batch, ready (starting it if needed); or BackendUnavailable saying how
+        to fix it."""
+        backend, readiness = await self.decide(BackendState.ensure)
+        if backend is None or not readiness.ok:
+            raise BackendUnavailable(readiness.problem or "no backend is ready")
+        return self._switch(backend)
+
+    async def decide(self, check: Callable[[BackendState], Awaitable[Readiness]]) -> tuple[Backend | None, Readiness]:
+        """The one decision tree: which backend a batch arriving now runs on, by `check` (`ensure` for a batch,
+        `probe` for /health), with its readiness; None with the problem when no backend can serve."""
         choice = self.settings.backend
         if choice == "openai":
             if self.openai is None:
-                raise BackendUnavailable(
-                    "RETRANSLATE_BACKEND=openai needs RETRANSLATE_OPENAI_BASE_URL (the server's /v1 URL)."
+                return None, Readiness(
+                    False,
+                    problem="RETRANSLATE_BACKEND=openai needs RETRANSLATE_OPENAI_BASE_URL (the server's /v1 URL).",
                 )
-            return await self._use(self.openai)
+            return self.openai, await check(self._state(self.openai))
         if choice == "embedded":
-            embedded = self._embedded_backend(explicit=True)
+            try:
+                embedded = self._embedded_backend(explicit=True)
+            except BackendUnavailable as exc:
+                return None, Readiness(False, problem=exc.detail)
             assert embedded is not None
-            return await self._use(embedded)
+            return embedded, await check(self._state(embedded))
         assert self.ollama is not None
-        readiness = await self._ensure(self.ollama)
-        if readiness.ok:
-            return self._switch(self.ollama)
-        if choice == "auto":
-            embedded = self._embedded_backend(explicit=False)
-            if embedded is not None:
-                fallback = await self._ensure(embedded)
-                if fallback.ok:
-                    return self._switch(embedded)
-                raise BackendUnavailable(f"No backend is ready. {readiness.problem} Embedded: {fallback.problem}")
-            raise BackendUnavailable(f"No backend is ready. {readiness.problem} {OTHER_WAYS}")
-        raise BackendUnavailable(readiness.problem or "Ollama is not ready")
-
-    async def _use(self, backend: Backend) -> Backend:
-        readiness = await self._ensure(backend)
-        if not readiness.ok:
-            raise BackendUnavailable(readiness.problem or f"{backend.kind} is not ready")
-        return self._switch(backend)
+        readiness = await check(self._state(self.ollama))
+        if readiness.ok or choice == "ollama":
+            return self.ollama, readiness
+        embedded = self._embedded_backend(explicit=False)
+        if embedded is not None:
+            fallback = await check(self._state(embedded))
+            if fallback.ok:
+                return embedded, fallback
+            return None, Readiness(
+                False, problem=f"No backend is ready. {readiness.problem} Embedded: {fallback.problem}"
+            )
+        return None, Readiness(False, problem=f"No backend is ready. {readiness.problem} {OTHER_WAYS}")
 
     def _switch(self, backend: Backend) -> Backend:
         previous = self.current
@@ -275,14 +233,15 @@ class Selector:
                 log.warning("backend in use: %s (was %s)", backend.kind.upper(), previous.kind)
             if isinstance(previous, EmbeddedBackend):
                 # auto went back to Ollama: the embedded engine's memory is freed once no batch uses it.
-                self._stop_when_idle.add(id(previous))
-                if not self._leases.get(id(previous)):
+                state = self._state(previous)
+                state.stop_when_idle = True
+                if not state.leases:
                     self._spawn(self._stop_embedded(previous))
         return backend
 
     # --- models ---------------------------------------------------------------------------------------
 
-    async def _choose_model(self, backend: Backend, requested: str | None, *, refresh: bool) -> ModelChoice:
+    async def choose_model(self, backend: Backend, requested: str | None, *, refresh: bool) -> BackendModel:
         """A model named (request, then RETRANSLATE_MODEL) is used strictly; none named: the first installed
         of the preference list."""
         if isinstance(backend, EmbeddedBackend):
@@ -292,23 +251,23 @@ class Selector:
                     f"the embedded llama-server has one model, {backend.model_name}; it answers instead of the "
                     f"requested {requested}"
                 )
-            return ModelChoice(backend.alias, backend.model_name, reason)
+            return BackendModel(backend.model_name, reason)
         named, source = (requested, "the request's model") if requested else (self.settings.model, "RETRANSLATE_MODEL")
-        readiness = self._checks_for(backend).last
+        readiness = self._state(backend).readiness.last
         installed = readiness.models if readiness else None
         where = f"{backend.name}"
         if named:
             if installed is None:  # the server does not list its models: it may serve any name
-                return ModelChoice(named, named, source)
+                return BackendModel(named, source)
             found = first_installed([named], installed)
             if found is None and refresh:
-                installed = (await self._checks_for(backend).run(backend.probe)).models or frozenset()
+                installed = (await self._state(backend).readiness.run(backend.probe)).models or frozenset()
                 found = first_installed([named], installed)
             if found is None:
                 fix = missing_model_fix(named, installed, ollama=isinstance(backend, OllamaBackend))
                 what = "is not pulled in" if isinstance(backend, OllamaBackend) else "is not offered by"
                 raise ModelUnavailable(f"model {named!r} {what} {where}. Fix: {fix}.")
-            return ModelChoice(named, named, source)
+            return BackendModel(named, source)
         if not installed:
             raise ModelUnavailable(
                 f"{where} does not list its models, so none can be chosen: set RETRANSLATE_MODEL."
@@ -317,27 +276,23 @@ class Selector:
             )
         preferred = first_installed(MODEL_PREFERENCE, installed)
         if preferred is not None:
-            return ModelChoice(
-                preferred, preferred, "RETRANSLATE_MODEL is unset: the first installed of the preference list"
-            )
+            return BackendModel(preferred, "RETRANSLATE_MODEL is unset: the first installed of the preference list")
         if len(installed) == 1 and not isinstance(backend, OllamaBackend):
             only = next(iter(installed))
-            return ModelChoice(only, only, "RETRANSLATE_MODEL is unset: the only model the server offers")
+            return BackendModel(only, "RETRANSLATE_MODEL is unset: the only model the server offers")
         raise ModelUnavailable(f"{where}: {preference_hint(sorted(installed))}.")
 
     async def _handle(self, backend: Backend, requested: str | None) -> BackendHandle:
-        choice = await self._choose_model(backend, requested, refresh=True)
+        choice = await self.choose_model(backend, requested, refresh=True)
         if requested is None:
             self.last_choice = choice
-        capabilities = await backend.capabilities(choice.sent)
+        capabilities = await backend.capabilities(choice.name)
         return BackendHandle(
             backend=backend,
-            model_sent=choice.sent,
-            model_answering=choice.answering,
+            model=choice.name,
             thinking_capable="thinking" in capabilities,
             demo=isinstance(backend, EmbeddedBackend) and backend.demo,
             model_reason=choice.reason,
-            model_requested=requested,
         )
 
     # --- batches --------------------------------------------------------------------------------------
@@ -346,35 +301,39 @@ class Selector:
         """The handle a batch runs on (503-mapped errors say what to do)."""
         backend = await self._choose()
         handle = await self._handle(backend, model)
-        self._leases[id(backend)] = self._leases.get(id(backend), 0) + 1
-        return Lease(self, handle)
+        self._state(backend).leases += 1
+        return Lease(handle, self._release)
 
     async def _release(self, handle: BackendHandle, unload: bool) -> None:
         backend = handle.backend
-        key = id(backend)
+        state = self._state(backend)
         if unload:
-            self._pending_unloads.setdefault(key, set()).add(handle.model_sent)
-        self._leases[key] = max(0, self._leases.get(key, 0) - 1)
-        if self._leases[key]:
+            state.pending_unloads.add(handle.model)
+        state.leases = max(0, state.leases - 1)
+        if state.leases:
             return  # another batch still runs on it: free the memory when the last one ends
-        for model in sorted(self._pending_unloads.pop(key, set())):
+        models, state.pending_unloads = sorted(state.pending_unloads), set()
+        for model in models:
             if isinstance(backend, EmbeddedBackend):
-                self._stop_when_idle.add(key)
+                state.stop_when_idle = True
                 continue
             try:
                 await backend.unload(model)
                 log.info("unloaded %s", model)
             except BackendCallError as exc:
                 log.warning("unloading %s failed: %s", model, exc)
-        if isinstance(backend, EmbeddedBackend) and key in self._stop_when_idle:
+        if isinstance(backend, EmbeddedBackend) and state.stop_when_idle:
             await self._stop_embedded(backend)
 
     async def _stop_embedded(self, backend: EmbeddedBackend) -> None:
-        if self._leases.get(id(backend)):
+        state = self._state(backend)
+        if state.leases:
             return
-        self._stop_when_idle.discard(id(backend))
+        state.stop_when_idle = False
+        # Before the stop, not after: while it runs (seconds), a batch must not be handed an engine that is
+        # going away; it starts the next one instead (which waits for this stop to end).
+        state.readiness.last = None
         await backend.stop_engine()
-        self._checks_for(backend).last = None
 
     def note_thinking(self, model: str) -> None:
         if not self.model_thinks.get(model):
@@ -385,7 +344,7 @@ class Selector:
         backend = await self._choose()
         if isinstance(backend, EmbeddedBackend):
             return [backend.model_name]
-        readiness = self._checks_for(backend).last
+        readiness = self._state(backend).readiness.last
         return sorted(readiness.models or []) if readiness else []
 
     @property
@@ -399,14 +358,10 @@ class Selector:
         if backend is None:
             return next_steps_markdown()
         choice = self.last_choice
-        model = f" **Model:** `{choice.answering}` ({choice.reason})." if choice else ""
+        model = f" **Model:** `{choice.name}` ({choice.reason})." if choice else ""
         text = f"**Backend:** {self._describe_line(backend)}.{model}"
         if isinstance(backend, EmbeddedBackend) and backend.demo:
-            text = (
-                "**⚠ DEMO MODEL.** The packaged SmolLM2-135M answers: it shows the pipeline works, but most lines "
-                "fail or come back wrong, and no answer of it may go into a dub. For real use install Ollama and "
-                "`ollama pull qwen3:4b-instruct-2507-q4_K_M`.\n\n" + text
-            )
+            text = f"**⚠ {DEMO_WARNING}**\n\n{text}"
         return text
 
     # --- /health ----------------------------------------------------------------------------------------
@@ -421,75 +376,3 @@ class Selector:
         if isinstance(backend, OpenAICompatBackend):
             return f"{backend.server} OpenAI-compatible server at {backend.base_url}"
         return backend.kind
-
-    async def _health_backend(self) -> tuple[Backend | None, Readiness]:
-        """What a batch arriving now would run on, judged by cheap checks only."""
-        choice = self.settings.backend
-        if choice == "openai":
-            if self.openai is None:
-                return None, Readiness(False, problem="RETRANSLATE_BACKEND=openai needs RETRANSLATE_OPENAI_BASE_URL.")
-            return self.openai, await self._probe(self.openai)
-        if choice == "embedded":
-            try:
-                embedded = self._embedded_backend(explicit=True)
-            except BackendUnavailable as exc:
-                return None, Readiness(False, problem=exc.detail)
-            assert embedded is not None
-            return embedded, await self._probe(embedded)
-        assert self.ollama is not None
-        readiness = await self._probe(self.ollama)
-        if readiness.ok or choice == "ollama":
-            return self.ollama, readiness
-        embedded = self.embedded or self._embedded_backend(explicit=False)
-        if embedded is not None:
-            fallback = await self._probe(embedded)
-            if fallback.ok:
-                return embedded, fallback
-            return None, Readiness(
-                False, problem=f"No backend is ready. {readiness.problem} Embedded: {fallback.problem}"
-            )
-        return None, Readiness(False, problem=f"No backend is ready. {readiness.problem} {OTHER_WAYS}")
-
-    async def health(self) -> dict[str, Any]:
-        backend, readiness = await self._health_backend()
-        problem = readiness.problem
-        choice: ModelChoice | None = None
-        thinking_capable = False
-        if backend is not None and readiness.ok:
-            try:
-                choice = await self._choose_model(backend, None, refresh=False)
-                self.last_choice = choice
-                thinking_capable = "thinking" in await backend.capabilities(choice.sent)
-            except ModelUnavailable as exc:
-                problem = exc.detail
-        if choice is None and self.startup_problem:
-            problem = f"{problem} ({self.startup_problem})" if problem else self.startup_problem
-        report: dict[str, Any] = {"kind": backend.kind if backend and readiness.ok else "none",
-                                  "requested": self.settings.backend}  # fmt: skip
-        for candidate in (self.ollama, self.openai, self.embedded):
-            if candidate is not None:
-                report[candidate.kind] = candidate.describe()
-        if self.pull_status is not None:
-            report["pull"] = self.pull_status
-        thinks = bool(choice and self.model_thinks.get(choice.sent))
-        model: dict[str, Any] = {
-            "name": choice.answering if choice else self.settings.model,
-            "available": choice is not None,
-            "reason": choice.reason if choice else None,
-            "thinking_capable": thinking_capable,
-            "model_thinks": thinks,
-            "demo_model": isinstance(backend, EmbeddedBackend) and backend.demo,
-        }
-        if thinks:
-            model["advice"] = NON_THINKING_ADVICE
-        return {
-            "status": "ready" if choice is not None else "degraded",
-            "backend": report,
-            "model": model,
-            "max_concurrency": self.settings.max_concurrency,
-            "backend_slots": backend.slots if backend else None,
-            "effective_concurrency": backend.concurrency if backend else self.settings.max_concurrency,
-            "measured_parallelism": backend.measured_parallelism if backend else None,
-            "parallelism_advice": backend.parallelism_advice() if backend else None,
-            "problem": None if choice is not None else problem,
-        }

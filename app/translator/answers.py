@@ -16,10 +16,10 @@ import regex
 
 from app.backends.base import ChatReply
 from app.dubbing import Fitness, assess
-from app.editor_protocol import RECOMMENDED_MODEL
 from app.errors import BackendCallError, ErrorKind
 from app.languages import Language
 from app.prompt import UnusableAnswer, copies_example, echoes_prompt, is_placeholder, parse_answer, strip_thinking
+from app.vocabulary import RECOMMENDED_MODEL
 
 # Lone surrogates, control characters, private-use characters, unassigned code points, and the invisible
 # direction controls that can reorder what a subtitle shows.

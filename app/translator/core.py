@@ -237,11 +237,11 @@ class Translator:
 
     def _prepare(self, job: Job, batch: _Batch, lang: Language) -> _Prepared:
         budget = length_budget(job.source, lang, job.max_length)
-        terms = glossary_for(job.source, glossary_terms(batch.glossary, lang))
+        terms = glossary_for(job.source, glossary_terms(batch.glossary, lang), self.settings.max_prompt_glossary_chars)
         handle = batch.handle
         key = cache_key(
             backend=handle.kind,
-            model=handle.model_answering,
+            model=handle.model,
             prompt=PROMPT_VERSION,
             structured=handle.backend.structured,
             source=job.source,
@@ -282,7 +282,7 @@ class Translator:
         if joined:
             self.metrics.dedup_joins.inc()
         try:
-            outcome = await Flights.wait(flight, batch.deadline)
+            outcome = await self._flights.wait(flight, batch.deadline)
         except TimeoutError:
             progress = flight.progress
             never = "" if progress.attempts else " (it never reached the backend)"
@@ -451,6 +451,11 @@ class Translator:
                 self.metrics.retries.inc()
                 await asyncio.sleep(self.retry.backoff(line.retries, exc.retry_after))
 
+    def _wait_deadline(self, batch: _Batch) -> float:
+        """How long a line may wait for a restarting engine: the request's deadline, else an item's bound."""
+        bound = asyncio.get_running_loop().time() + self.settings.item_timeout_s
+        return bound if batch.deadline is None else min(bound, batch.deadline)
+
     @staticmethod
     def _call_error(exc: BackendCallError, outcome: _Outcome) -> str:
         if exc.kind in (ErrorKind.BREAKER_OPEN, ErrorKind.SHUTTING_DOWN):
@@ -485,7 +490,7 @@ class Translator:
 
         try:
             request = ChatRequest(
-                model=handle.model_sent,
+                model=handle.model,
                 messages=messages,
                 max_tokens=batch.max_tokens,
                 temperature=temperature,
@@ -493,6 +498,7 @@ class Translator:
                 answer_schema=ANSWER_SCHEMA,
                 seed=seed,
                 n=n,
+                deadline=self._wait_deadline(batch),
             )
             reply = await handle.backend.chat(request, on_send)
             outcome.add_timings(reply.timings)
@@ -517,12 +523,12 @@ class Translator:
         finally:
             self._calls.discard(call)
         if has_thinking(reply):
-            self._on_thinking(handle.model_sent)
+            self._on_thinking(handle.model)
 
         def judged(r: ChatReply) -> Answer:
             return interpret(
                 r,
-                model=handle.model_sent,
+                model=handle.model,
                 max_tokens=batch.max_tokens,
                 max_chars=self.settings.max_answer_chars,
                 source=job.source,

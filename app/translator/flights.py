@@ -1,5 +1,7 @@
 """Single-flight: identical items (same cache key) share one computation, within a request and across
-concurrent requests. A flight is cancelled only when the last item waiting on it has gone."""
+concurrent requests. A flight is cancelled only when the last item waiting on it has gone, and it leaves the
+table in that same step: a request for the same line arriving while the cancelled task unwinds starts a
+fresh flight rather than joining one that can only raise CancelledError."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ P = TypeVar("P")
 
 @dataclass
 class Flight(Generic[T, P]):
+    key: str
     task: asyncio.Task[T]
     # What the computation has got so far (read by a waiter that leaves before the end).
     progress: P
@@ -35,18 +38,20 @@ class Flights(Generic[T, P]):
         if flight is not None:
             return flight, True
         task = asyncio.get_running_loop().create_task(start(progress))
-        flight = Flight(task, progress)
+        flight = Flight(key, task, progress)
         self._flights[key] = flight
         task.add_done_callback(lambda _task: self._land(key, flight))
         return flight, False
 
     def _land(self, key: str, flight: Flight[T, P]) -> None:
-        if self._flights.get(key) is flight:
-            del self._flights[key]
+        self._forget(flight)
         self._on_land(key, flight)
 
-    @staticmethod
-    async def wait(flight: Flight[T, P], deadline: float | None) -> T:
+    def _forget(self, flight: Flight[T, P]) -> None:
+        if self._flights.get(flight.key) is flight:
+            del self._flights[flight.key]
+
+    async def wait(self, flight: Flight[T, P], deadline: float | None) -> T:
         """Wait for the flight's result until `deadline` (loop time; TimeoutError after it). This waiter
         leaving (deadline, client gone) never cancels a flight that others still wait on."""
         flight.waiters += 1
@@ -56,4 +61,7 @@ class Flights(Generic[T, P]):
         finally:
             flight.waiters -= 1
             if flight.waiters == 0 and not flight.task.done():
+                # Out of the table first: the task may take several loop turns to unwind (closing its
+                # connection), and nobody may join it meanwhile.
+                self._forget(flight)
                 flight.task.cancel()

@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import psutil
 
+from app.vocabulary import RECOMMENDED_MODEL
 from tests.conftest import make_settings
 from tests.helpers import gone, wait_ready
 from tests.helpers import wait_until as wait_for
@@ -222,3 +223,14 @@ def test_service_runs_as_python_dash_m_app(tmp_path: Path, fake: FakeOllama) -> 
         proc.terminate()
         # uvicorn shuts down gracefully, then re-raises the SIGTERM it caught.
         assert proc.wait(15) in (0, -15)
+
+
+def test_pull_missing_model_with_no_model_named_pulls_the_recommended_one(fake_clean: FakeOllama) -> None:
+    fake_clean.configure(models={})  # a fresh Ollama: nothing pulled yet
+    settings = make_settings(ollama_url=fake_clean.url, pull_missing_model=True)  # RETRANSLATE_MODEL unset
+    with ServiceServer(settings) as service, service.client() as client:
+        health = wait_ready(service.url)
+        assert health["backend"]["pull"] == {"model": RECOMMENDED_MODEL, "state": "done", "status": "success"}
+        assert client.post("/retranslate", json=ONE_TASK).json()["model"] == RECOMMENDED_MODEL
+    pulls = [r["body"]["model"] for r in fake_clean.stats()["requests"] if r["path"] == "/api/pull"]
+    assert pulls == [RECOMMENDED_MODEL]

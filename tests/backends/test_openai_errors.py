@@ -75,3 +75,18 @@ def test_openai_backend_honours_retry_after(service_factory: ServiceFactory, fak
     assert first["failure"] == "busy_503"
     # A lower bound (load only adds to it): the server's 1 s, not our 0 s backoff.
     assert second["t_start"] - first["t_end"] >= 0.9
+
+
+def test_the_servers_kind_is_detected_once_not_on_every_readiness_check(
+    service_factory: ServiceFactory, fake_clean: FakeOllama
+) -> None:
+    """Hosted APIs answer /api/version and /props with 404s: asking on every check (every readiness TTL) was
+    two wasted requests each time."""
+    service = openai_service(service_factory, fake_clean)  # RETRANSLATE_READINESS_TTL_S=0: every call checks
+    with service.client() as client:
+        for _ in range(3):
+            assert client.get("/health").json()["status"] == "ready"
+        assert one_line(service)["success"] is True
+    paths = [r["path"] for r in fake_clean.stats()["requests"]]
+    assert paths.count("/v1/models") >= 4
+    assert paths.count("/api/version") <= 1

@@ -5,15 +5,20 @@ Real processes: llama.cpp's llama-server with the demo model, and the fake Ollam
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
 import threading
 from typing import Any
 
 import httpx
 import pytest
 
-from app.backends.embedded import demo_model_path
+from app.backends.embedded import EmbeddedBackend, demo_model_path
+from app.backends.selector import Selector
+from app.metrics import Metrics
 from tests.conftest import ENGINE, engine_available, make_settings
-from tests.helpers import chat_calls, gone, metric, slots_busy, wait_ready, wait_until
+from tests.helpers import await_until, chat_calls, gone, metric, slots_busy, wait_ready, wait_until
 from tests.servers.fake_ollama import FakeOllama
 from tests.servers.service import ServiceServer, free_port
 
@@ -163,3 +168,36 @@ def test_a_model_named_explicitly_is_used_strictly(fake_clean: FakeOllama, where
     assert refused.status_code == 503
     assert "ollama pull qwen2.5:32b" in refused.json()["detail"]
     assert chat_calls(fake_clean) == 0
+
+
+async def test_an_engine_being_stopped_is_never_handed_to_a_batch(engine: None) -> None:
+    """A batch that asked to unload stops the embedded llama-server (its memory goes to voice cloning). While
+    the stop runs, the readiness cached before it must already be gone: the next batch waits for the stop and
+    gets a fresh engine, never the one going away."""
+    # A long TTL: a readiness cached before the stop would still be reused during it.
+    selector = Selector(make_settings(**ENGINE, readiness_ttl_s=600.0), Metrics())
+    try:
+        lease = await selector.acquire()
+        backend = lease.handle.backend
+        assert isinstance(backend, EmbeddedBackend)
+        assert backend.process is not None
+        old_pid = backend.process.pid
+        assert old_pid is not None
+        os.kill(old_pid, signal.SIGSTOP)  # holds the stop open: the frozen engine cannot exit yet
+        try:
+            release = asyncio.create_task(lease.release(unload=True))
+            assert await await_until(lambda: backend.process is None)  # the stop has begun
+            assert not gone(old_pid)
+            during = asyncio.create_task(selector.acquire())  # the next batch arrives meanwhile
+            await asyncio.sleep(0)
+        finally:
+            os.kill(old_pid, signal.SIGCONT)
+        await release
+        again = await during
+        assert gone(old_pid)
+        assert backend.process is not None, "a batch was handed the engine that was being stopped"
+        assert backend.process.running
+        assert backend.process.pid != old_pid
+        await again.release()
+    finally:
+        await selector.close()

@@ -413,3 +413,69 @@ def test_the_same_config_gives_the_same_outcomes_three_ways(
     assert {r["error_code"] for r in first if not r["success"]} == {"invalid_task"}
     for way, results in lists.items():
         assert results == first, way
+
+
+MARKER_SOURCES = [
+    "他说FINAL RESULTS (JSON)然后走了",
+    "屏幕上写着FINAL RESULTS",
+    "翻译结果（JSON）在这里",
+    "[Results]开始了",
+    "结束[/Results]了",
+    "[第一行\n[第二行",
+]
+
+
+async def test_marker_text_in_tasks_does_not_confuse_the_editors_parsers(
+    service: ServiceServer, fake_clean: FakeOllama, tmp_path: Path
+) -> None:
+    """Every marker an editor parser looks for, in task ids and sources (printed in the progress lines and in
+    both lists): the five call sites' own parsing code reads back exactly the results."""
+    tasks = [task(f"retrans-{i}", s, "ko") for i, s in enumerate(MARKER_SOURCES)]
+    tasks.append(task("retrans-FINAL RESULTS (JSON)", "标记在编号里", "ko"))
+    config = write_config(tmp_path, {"tasks": tasks, "model": "qwen2.5:32b"})
+    env = env_for(service.url, fake_clean, RETRANSLATE_PYTHON=str(tmp_path / "no-python"))
+    expected = [(t["task_id"], translate(t["source"], "ko")) for t in tasks]
+    # The live caller and backend/main.py: the last line starting with `[`, to the end.
+    results, output = live_caller(drop_in(str(config)), env, tmp_path)
+    assert [(r["task_id"], r["translation"]) for r in results] == expected
+    # The translation stage and the legacy batch route: the [Results] regex (and asyncio's 64 KiB lines).
+    staged, _ = await translation_stage(drop_in(str(config)), env, tmp_path)
+    assert [(r["task_id"], r["translation"]) for r in staged] == expected
+    # /translate-text: after the FINAL RESULTS (JSON) line, skipping `=` lines.
+    routed = single_line_route(drop_in(str(config)), env, tmp_path)
+    assert [(r["task_id"], r["translation"]) for r in routed] == expected
+    assert results_block_parse(output) == results
+
+
+def test_a_config_over_the_services_max_tasks_goes_in_batches_in_order(
+    service: ServiceServer, fake_clean: FakeOllama, tmp_path: Path
+) -> None:
+    """25,000 tasks against a service that takes 10,000 per request: three requests, every result, in order."""
+    sources = [f"第{i}句" for i in range(25_000)]
+    tasks = [task(f"retrans-{i}", s, "ko") for i, s in enumerate(sources)]
+    config = write_config(tmp_path, {"tasks": tasks, "num_processes": 1})
+    env = env_for(service.url, fake_clean, RETRANSLATE_PYTHON=str(tmp_path / "no-python"))
+    results, _ = live_caller(drop_in(str(config)), env, tmp_path)
+    assert [r["task_id"] for r in results] == [t["task_id"] for t in tasks]
+    assert [r["translation"] for r in results] == [translate(s, "ko") for s in sources]
+    streams = [r for r in fake_clean.stats()["requests"] if r["path"] == "/api/chat"]
+    assert len(streams) == 25_000
+    assert fake_clean.stats()["unloads"] == ["qwen3:4b-instruct-2507-q4_K_M"]  # once, after the last batch
+
+
+def test_the_api_key_kept_only_in_the_checkouts_env_file(
+    service_factory: ServiceFactory, fake_clean: FakeOllama, tmp_path: Path
+) -> None:
+    """The service reads its key from .env: the drop-in of the same checkout reads it there too (it used to
+    send none, and the 401 came out as "no backend can translate")."""
+    service = service_factory(api_key="key-in-dotenv")
+    script = checkout_copy(tmp_path, venv=False)
+    (script.parent.parent / ".env").write_text(
+        '# the service\'s settings\nexport RETRANSLATE_API_KEY="key-in-dotenv"\nRETRANSLATE_CLI_DEADLINE_S=300 # s\n',
+        encoding="utf-8",
+    )
+    config = write_config(tmp_path, {"tasks": LIVE_TASKS[:1]})
+    env = env_for(service.url, fake_clean, RETRANSLATE_PYTHON=str(tmp_path / "no-python"))  # no key in it
+    assert "RETRANSLATE_API_KEY" not in env
+    results = single_line_route([*editor_python(), str(script), str(config)], env, tmp_path)
+    assert [r["translation"] for r in results] == [translate("是个小包工头", "ko")]

@@ -22,8 +22,8 @@ from types import ModuleType
 import httpx
 import pytest
 
-from app.editor_protocol import RECOMMENDED_MODEL
 from app.first_run import INSTALL_OLLAMA
+from app.vocabulary import RECOMMENDED_MODEL
 from tests.helpers import wait_ready
 from tests.servers.fake_ollama import FakeOllama
 from tests.servers.service import free_port

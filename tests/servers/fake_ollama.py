@@ -89,6 +89,7 @@ import struct
 import sys
 import threading
 import time
+import zlib
 from collections import deque
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -449,6 +450,9 @@ def default_config() -> dict[str, Any]:
         "raw_thinking_by_source": {},
         # extra "padding" field of this many bytes in each answer's JSON body (the last object when streaming)
         "pad_response_bytes": 0,
+        # a hostile peer: every chat answer is gzip (Content-Encoding: gzip, whatever Accept-Encoding said)
+        # and inflates to about this many bytes: a valid answer whose content is that long
+        "gzip_bomb_bytes": 0,
         # 400 to a `format` object on /api/chat and /api/generate (as Ollama < 0.5.0 did)
         "reject_format": False,
         # 400 (OpenAI-style, param "response_format") to any /v1 response_format: a server without it
@@ -850,6 +854,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _inference_inner(self, kind: str, body: Any) -> None:
         fake = self.server.fake
         openai = kind == "openai"
+        bomb = int(fake._config_value("gzip_bomb_bytes") or 0)
+        if bomb:
+            return self._send(200, gzip_bomb(bomb, openai), "application/json", {"Content-Encoding": "gzip"})
         if isinstance(body, _BadBody):
             return self._error(400, body.message(), openai, middleware=True)
         if not isinstance(body, dict):
@@ -1304,6 +1311,31 @@ def _first_match(table: dict[str, str] | None, source: str) -> str | None:
     return None
 
 
+_BOMBS: dict[tuple[int, bool], bytes] = {}
+
+
+def gzip_bomb(size: int, openai: bool) -> bytes:
+    """A gzip body inflating to a valid chat answer whose content is `size` letters (built once per size,
+    1 MiB at a time: the fake never holds the inflated answer)."""
+    key = (size, openai)
+    if key not in _BOMBS:
+        if openai:
+            head = b'{"id":"x","object":"chat.completion","created":0,"model":"m","choices":[{"index":0,'
+            head += b'"finish_reason":"stop","message":{"role":"assistant","content":"'
+            tail = b'"}}]}'
+        else:
+            head = b'{"model":"m","created_at":"2024-01-01T00:00:00Z","message":{"role":"assistant","content":"'
+            tail = b'"},"done":true,"done_reason":"stop"}'
+        packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+        parts = [packer.compress(head)]
+        block = b"a" * (1024 * 1024)
+        for _ in range(max(1, size // len(block))):
+            parts.append(packer.compress(block))
+        parts += [packer.compress(tail), packer.flush()]
+        _BOMBS[key] = b"".join(parts)
+    return _BOMBS[key]
+
+
 def _pieces(text: str, size: int = 8) -> list[str]:
     """Stream pieces ("tokens") of ``size`` chars; at most ~1024 of them (a 2 MiB raw answer stays fast)."""
     size = max(size, -(-len(text) // 1024))
@@ -1499,9 +1531,10 @@ class FakeOllama:
                 isinstance(k, str) and isinstance(v, str) for k, v in table.items()
             ):
                 raise ValueError(f"{key} must map source substrings to strings")
-        pad = kw.get("pad_response_bytes", 0)
-        if isinstance(pad, bool) or not isinstance(pad, int) or pad < 0:
-            raise ValueError("pad_response_bytes must be an int >= 0")
+        for key in ("pad_response_bytes", "gzip_bomb_bytes"):
+            pad = kw.get(key, 0)
+            if isinstance(pad, bool) or not isinstance(pad, int) or pad < 0:
+                raise ValueError(f"{key} must be an int >= 0")
         for key in ("reject_format", "reject_response_format", "durations", "v1_timings"):
             if not isinstance(kw.get(key, False), bool):
                 raise ValueError(f"{key} must be a bool")
@@ -2063,3 +2096,61 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+class FakeOllamaProcess:
+    """The fake as its own process on a fixed port, to be killed (SIGKILL, calls in flight) and started
+    again on the same port, like an Ollama that updates or is quit and started from its tray."""
+
+    def __init__(self, port: int, **config: Any) -> None:
+        self.port = port
+        self.config = config
+        self.url = f"http://127.0.0.1:{port}"
+        self.proc: Any = None
+
+    def start(self, wait: bool = True) -> FakeOllamaProcess:
+        import subprocess
+
+        args = [sys.executable, "-m", "tests.servers.fake_ollama", "--host", "127.0.0.1", "--port", str(self.port)]
+        args += ["--config", json.dumps(self.config)]
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        env = {**os.environ, "PYTHONPATH": root}
+        self.proc = subprocess.Popen(args, cwd=root, env=env, stderr=subprocess.DEVNULL)
+        if wait:
+            self.wait_up()
+        return self
+
+    def wait_up(self, timeout_s: float = 30.0) -> None:
+        import urllib.request
+
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), urllib.request.urlopen(f"{self.url}/api/version", timeout=2) as reply:
+                if reply.status == 200:
+                    return
+            time.sleep(0.05)
+        raise RuntimeError(f"the fake did not come up on {self.url}")
+
+    def stats(self) -> dict[str, Any]:
+        import urllib.request
+
+        with urllib.request.urlopen(f"{self.url}/_fake/stats", timeout=5) as reply:
+            return dict(json.loads(reply.read()))
+
+    def kill(self) -> None:
+        """SIGKILL: the calls in flight break off, no goodbye."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(10)
+            self.proc = None
+
+    def restart(self) -> None:
+        """Killed and started again at once, on the same port."""
+        self.kill()
+        self.start(wait=False)
+
+    def __enter__(self) -> FakeOllamaProcess:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.kill()
