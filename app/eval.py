@@ -29,12 +29,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from app.editor_protocol import MODEL_PREFERENCE, same_model
 from app.errors import ServiceError
 from app.languages import LANGUAGES, UnknownLanguage, resolve_language
 from app.schemas import ItemResult, RetranslateRequest, Task
-from app.service import Engine
+from app.service import RetranslateService
 from app.settings import Settings, load_settings
+from app.vocabulary import MODEL_PREFERENCE, same_model
 
 log = logging.getLogger("app.eval")
 
@@ -234,21 +234,17 @@ async def evaluate(
     run: Run,
     progress: Callable[[str], None],
 ) -> None:
-    engine = Engine(settings, allow_autostart=True)
+    service = RetranslateService(settings, allow_autostart=True)
     try:
-        await engine.open(check_backend=False)
+        await service.open(check_backend=False)
         try:
-            installed = await engine.selector.available_models()
+            installed = await service.available_models()
         except ServiceError as exc:
             raise EvalError(f"no backend can translate: {exc.detail}") from None
-        chosen = list(models) if models else default_models(installed, engine.selector.demo)
+        chosen = list(models) if models else default_models(installed, service.demo)
         tasks = [Task(task_id=line.id, source=line.source, target_language="ko") for line in lines]
         for model in chosen:
             for position, language in enumerate(languages):
-                try:
-                    lease = await engine.acquire(model)
-                except ServiceError as exc:
-                    raise EvalError(f"model {model}: {exc.detail}") from None
                 body = RetranslateRequest(
                     tasks=[t.model_copy(update={"target_language": language}) for t in tasks],
                     model=model,
@@ -264,7 +260,11 @@ async def evaluate(
                     run.done[index] = result
                     progress(f"{what}: {done}/{total} lines")
 
-                response = await engine.retranslate(body, lease, on_result=on_result)
+                try:
+                    # Without a lease the batch acquires its engine and releases it itself (unload_after).
+                    response = await service.retranslate(body, on_result=on_result)
+                except ServiceError as exc:
+                    raise EvalError(f"model {model}: {exc.detail}") from None
                 seconds = time.monotonic() - run.started
                 row = score(model, language, response.results, [line.id for line in lines], seconds,
                             refs.get(language))  # fmt: skip
@@ -275,7 +275,7 @@ async def evaluate(
                     f"{row['rules_pass_rate']:.0%} rules kept, {row['seconds_per_line']:.2f} s per line\n"
                 )
     finally:
-        await engine.close()
+        await service.close()
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
