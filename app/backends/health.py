@@ -50,5 +50,7 @@ async def health_report(selector: Selector) -> dict[str, Any]:
         "max_concurrency": selector.settings.max_concurrency,
         "backend_slots": backend.slots if backend else None,
         "effective_concurrency": backend.concurrency if backend else selector.settings.max_concurrency,
+        "measured_parallelism": backend.measured_parallelism if backend else None,
+        "parallelism_advice": backend.parallelism_advice() if backend else None,
         "problem": None if choice is not None else problem,
     }
